@@ -1,0 +1,102 @@
+"""Atomic files and the content-addressed score cache.
+
+Every file is written to a temporary name in the target folder and renamed into place,
+so a killed job never leaves a half-written file, and two jobs writing the same entry
+at once both end with one intact file. Score files carry their provenance in the
+safetensors metadata; `load_scores` refuses a file whose metadata does not match what
+the caller expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from harmcore.errors import HarmcoreError
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path, meta: dict[str, str]) -> None:
+    """safetensors with string metadata, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        save_file(cpu, tmp, metadata={k: str(v) for k, v in meta.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_meta(path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_tensors(path, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        return load_file(str(path), device=device), read_meta(path)
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise HarmcoreError(f"cannot read {path}: {err}; delete the file to recompute it") from err
+
+
+def key_of(meta: dict) -> str:
+    """Content address of a cache entry: a hash of its defining metadata."""
+    blob = json.dumps({k: str(v) for k, v in meta.items()}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+SCORE_META_KEYS = ("method", "formula", "sign", "model", "weights", "data", "format", "n_examples", "code")
+
+
+def score_path(cache_dir, meta: dict) -> Path:
+    return Path(cache_dir) / "scores" / f"{meta['method']}-{key_of(meta)}.safetensors"
+
+
+def save_scores(scores: dict[str, torch.Tensor], path, meta: dict) -> None:
+    save_tensors({k: v.float() for k, v in scores.items()}, path, meta)
+
+
+def load_scores(path, expected: dict | None = None, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Load scores; refuse a file whose metadata differs from `expected` on any key it names."""
+    tensors, meta = load_tensors(path, device)
+    for k, v in (expected or {}).items():
+        if meta.get(k) != str(v):
+            raise HarmcoreError(
+                f"score file {path} was made with {k}={meta.get(k)!r}, expected {v!r}: delete it or fix the config"
+            )
+    for name, t in tensors.items():
+        if not torch.isfinite(t).all():
+            raise HarmcoreError(f"score file {path} has NaN/inf in {name}: delete it to recompute")
+    return tensors

@@ -1,0 +1,185 @@
+"""Set-difference selection: prune the top-q harm weights that are not top-p benign weights.
+
+For each ranking unit U (a matrix, the whole model, or one output row):
+T_harm = top floor(q * |U|) by harm score, T_benign = top floor(p * |U|) by preserve score,
+prune T_harm minus T_benign. Ties at the cut are broken by lower flat index first, so
+the result is deterministic. `preserve=None` means plain top-q.
+
+- `per_matrix` (default; what the released code does) ranks inside each weight matrix.
+- `global` ranks all prunable weights together, with exact top-k found by threshold
+  search instead of a sort of every weight at once.
+- `per_row` ranks inside each output row (Wanda-style); floor(q * in_features) may be 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from harmcore.errors import HarmcoreError
+
+RANKINGS = ("per_matrix", "global", "per_row")
+
+
+@dataclass
+class Mask:
+    """Weights to zero: flat indices into `weight.flatten()` per module name.
+
+    `numel` holds the size of every prunable matrix (also those with nothing pruned), so
+    achieved sparsity is pruned weights / all prunable weights.
+    """
+
+    indices: dict[str, torch.Tensor]  # name -> sorted int64 flat indices (CPU)
+    numel: dict[str, int]
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_pruned(self) -> int:
+        return int(sum(int(i.numel()) for i in self.indices.values()))
+
+    @property
+    def n_total(self) -> int:
+        return int(sum(self.numel.values()))
+
+    @property
+    def sparsity(self) -> float:
+        """Achieved sparsity: pruned weights / all prunable weights."""
+        return self.n_pruned / self.n_total if self.n_total else 0.0
+
+    def intersect(self, other: Mask) -> Mask:
+        """Weights pruned by both masks (e.g. shared across harm domains)."""
+        out = {}
+        for name, idx in self.indices.items():
+            if name in other.indices:
+                common = idx[torch.isin(idx, other.indices[name])]
+                if common.numel():
+                    out[name] = common
+        return Mask(out, dict(self.numel), {"op": "intersection"})
+
+    def union(self, other: Mask) -> Mask:
+        out = dict(self.indices)
+        for name, idx in other.indices.items():
+            out[name] = torch.unique(torch.cat([out[name], idx])) if name in out else idx
+        return Mask(out, {**other.numel, **self.numel}, {"op": "union"})
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not (0.0 <= float(value) < 1.0):
+        raise HarmcoreError(f"{name}={value} is outside [0, 1): it is a fraction of weights, e.g. 1e-5")
+
+
+def _check_scores(scores: dict[str, torch.Tensor], what: str) -> None:
+    if not scores:
+        raise HarmcoreError(f"{what} scores are empty: nothing to select from")
+    for name, s in scores.items():
+        if not torch.isfinite(s).all():
+            raise HarmcoreError(f"{what} scores of {name} contain NaN or inf: recompute them (float32 model)")
+
+
+def _order_key(x: torch.Tensor) -> torch.Tensor:
+    """Map float32 values to int64 keys with the same order (for exact threshold search)."""
+    bits = x.float().contiguous().view(torch.int32).long()
+    return torch.where(bits >= 0, bits, -(bits & 0x7FFFFFFF) - 1)
+
+
+def _topk_flat(s: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest entries of a flat tensor; ties go to lower indices."""
+    if k <= 0:
+        return torch.empty(0, dtype=torch.long, device=s.device)
+    if k >= s.numel():
+        return torch.arange(s.numel(), device=s.device)
+    # Exact with deterministic ties: threshold = k-th largest; take all above, then
+    # the lowest-index entries equal to it.
+    kth = torch.topk(s, k, sorted=False).values.min()
+    above = torch.nonzero(s > kth).flatten()
+    ties = torch.nonzero(s == kth).flatten()[: k - above.numel()]
+    return torch.cat([above, ties]).sort().values
+
+
+def _global_topk(scores: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """Exact global top-k over all matrices without concatenating or sorting them.
+
+    Binary search on the order-preserving integer key of the threshold: each step
+    counts entries >= t per matrix (32 cheap reductions in all).
+    """
+    names = list(scores)
+    if k <= 0:
+        return {n: torch.empty(0, dtype=torch.long) for n in names}
+    total = sum(s.numel() for s in scores.values())
+    if k >= total:
+        return {n: torch.arange(scores[n].numel()) for n in names}
+    keys = {n: _order_key(scores[n].reshape(-1)) for n in names}
+
+    def count_ge(t: int) -> int:
+        return int(sum(int((keys[n] >= t).sum()) for n in names))
+
+    lo, hi = -(1 << 31), (1 << 31) - 1  # invariant: count_ge(lo) >= k > count_ge(hi + 1)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count_ge(mid) >= k:
+            lo = mid
+        else:
+            hi = mid - 1
+    threshold = lo
+    out, remaining = {}, k - count_ge(threshold + 1)
+    for n in names:  # ties at the threshold go to earlier matrices, then lower indices
+        above = torch.nonzero(keys[n] > threshold).flatten()
+        ties = torch.nonzero(keys[n] == threshold).flatten()[: max(remaining, 0)]
+        remaining -= ties.numel()
+        out[n] = torch.cat([above, ties]).sort().values
+    return out
+
+
+def _per_row_topk(s: torch.Tensor, frac: float) -> torch.Tensor:
+    rows, cols = s.shape
+    k = int(frac * cols)
+    if k <= 0:
+        return torch.empty(0, dtype=torch.long, device=s.device)
+    # Stable sort descending keeps lower column indices first among ties.
+    order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :k]
+    flat = order + torch.arange(rows, device=s.device).unsqueeze(1) * cols
+    return flat.reshape(-1).sort().values
+
+
+def _top(scores: dict[str, torch.Tensor], frac: float, ranking: str) -> dict[str, torch.Tensor]:
+    if ranking == "global":
+        k = int(frac * sum(s.numel() for s in scores.values()))
+        return _global_topk(scores, k)
+    if ranking == "per_row":
+        return {n: _per_row_topk(s.reshape(s.shape[0], -1), frac) for n, s in scores.items()}
+    return {n: _topk_flat(s.reshape(-1), int(frac * s.numel())) for n, s in scores.items()}
+
+
+def set_difference(
+    harm: dict[str, torch.Tensor],
+    preserve: dict[str, torch.Tensor] | None,
+    q: float,
+    p: float = 0.0,
+    ranking: str = "per_matrix",
+) -> Mask:
+    """Mask of top-q harm weights minus top-p preserve weights (fractions per ranking unit)."""
+    _check_fraction("q (sparsity)", q)
+    _check_fraction("p", p)
+    if ranking not in RANKINGS:
+        raise HarmcoreError(f"unknown ranking {ranking!r}: use one of {', '.join(RANKINGS)}")
+    _check_scores(harm, "harm")
+    if preserve is not None:
+        _check_scores(preserve, "preserve")
+        missing = set(harm) - set(preserve)
+        if missing:
+            raise HarmcoreError(f"preserve scores lack {len(missing)} matrices (e.g. {sorted(missing)[0]})")
+        for n in harm:
+            if harm[n].shape != preserve[n].shape:
+                raise HarmcoreError(f"harm and preserve scores of {n} differ in shape")
+    with torch.no_grad():
+        harm_top = _top(harm, q, ranking)
+        keep = _top({n: preserve[n] for n in harm}, p, ranking) if preserve is not None and p > 0 else {}
+        indices = {}
+        for n, idx in harm_top.items():
+            if n in keep and keep[n].numel():
+                idx = idx[~torch.isin(idx, keep[n])]
+            if idx.numel():
+                indices[n] = idx.to("cpu", torch.long)
+    meta = {"q": repr(float(q)), "p": repr(float(p)), "ranking": ranking}
+    return Mask(indices, {n: int(s.numel()) for n, s in harm.items()}, meta)

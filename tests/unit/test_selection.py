@@ -1,0 +1,118 @@
+import pytest
+import torch
+
+from harmcore.errors import HarmcoreError
+from harmcore.selection import _global_topk, set_difference
+
+
+def idx(mask, name):
+    return mask.indices.get(name, torch.empty(0, dtype=torch.long)).tolist()
+
+
+@pytest.fixture
+def scores():
+    harm = {
+        "a": torch.tensor([[9.0, 1.0, 8.0, 0.0], [7.0, 2.0, 3.0, 6.0]]),  # 8 weights
+        "b": torch.tensor([[5.0, 4.0], [10.0, -1.0]]),  # 4 weights
+    }
+    preserve = {
+        "a": torch.tensor([[0.0, 0.0, 5.0, 0.0], [0.0, 0.0, 0.0, 1.0]]),
+        "b": torch.tensor([[0.0, 0.0], [9.0, 0.0]]),
+    }
+    return harm, preserve
+
+
+def test_per_matrix_hand_computed(scores):
+    harm, preserve = scores
+    # q=0.5: a keeps floor(4) top -> {0 (9), 2 (8), 4 (7), 7 (6)}; b floor(2) -> {2 (10), 0 (5)}
+    m = set_difference(harm, None, q=0.5)
+    assert idx(m, "a") == [0, 2, 4, 7] and idx(m, "b") == [0, 2]
+    # p=0.25: a protects floor(2) -> {2, 7}; b protects floor(1) -> {2}
+    m = set_difference(harm, preserve, q=0.5, p=0.25)
+    assert idx(m, "a") == [0, 4] and idx(m, "b") == [0]
+    assert m.n_pruned == 3 and m.n_total == 12 and m.sparsity == pytest.approx(3 / 12)
+
+
+def test_global_hand_computed(scores):
+    harm, preserve = scores
+    # floor(0.25 * 12) = 3 largest overall: b[2]=10, a[0]=9, a[2]=8
+    m = set_difference(harm, None, q=0.25, ranking="global")
+    assert idx(m, "a") == [0, 2] and idx(m, "b") == [2]
+    # preserve floor(0.1*12)=1 overall: a[2]=5 is not the largest, b[2]=9 is
+    m = set_difference(harm, preserve, q=0.25, p=0.1, ranking="global")
+    assert idx(m, "a") == [0, 2] and idx(m, "b") == []
+
+
+def test_per_row_hand_computed(scores):
+    harm, _ = scores
+    # a rows have 4 columns: floor(0.5*4)=2 per row -> row0 {0,2}, row1 {4,7}; b: 1 per row -> {0},{2}
+    m = set_difference(harm, None, q=0.5, ranking="per_row")
+    assert idx(m, "a") == [0, 2, 4, 7] and idx(m, "b") == [0, 2]
+    # floor(0.2*2)=0 per row in b: nothing there
+    m = set_difference(harm, None, q=0.3, ranking="per_row")
+    assert idx(m, "a") == [0, 4] and idx(m, "b") == []
+
+
+@pytest.mark.parametrize("ranking", ["per_matrix", "global", "per_row"])
+def test_q_zero_prunes_nothing(scores, ranking):
+    harm, preserve = scores
+    m = set_difference(harm, preserve, q=0.0, p=0.5, ranking=ranking)
+    assert m.n_pruned == 0 and m.sparsity == 0.0 and m.n_total == 12
+
+
+def test_ties_are_deterministic():
+    harm = {"a": torch.ones(10)}
+    m = set_difference(harm, None, q=0.3)
+    assert idx(m, "a") == [0, 1, 2]
+    g = set_difference({"a": torch.ones(4), "b": torch.ones(4)}, None, q=0.5, ranking="global")
+    assert idx(g, "a") == [0, 1, 2, 3] and idx(g, "b") == []
+
+
+def test_global_topk_matches_sort_on_random_data():
+    gen = torch.Generator().manual_seed(0)
+    scores = {f"m{i}": torch.randn(37, 23, generator=gen) * (i + 1) for i in range(5)}
+    scores["m0"][0, :5] = -0.0  # signed zeros and negatives must order correctly
+    flat = torch.cat([s.reshape(-1) for s in scores.values()])
+    for k in [1, 17, 500, flat.numel() - 1]:
+        got = _global_topk(scores, k)
+        chosen = torch.cat([scores[n].reshape(-1)[got[n]] for n in scores])
+        assert chosen.numel() == k
+        assert torch.equal(chosen.sort().values, flat.sort(descending=True).values[:k].sort().values)
+
+
+def test_achieved_sparsity_exact():
+    harm = {"a": torch.arange(1000.0), "b": torch.arange(300.0)}
+    m = set_difference(harm, None, q=0.01)
+    assert m.n_pruned == 10 + 3 and m.sparsity == 13 / 1300
+    assert idx(m, "a") == list(range(990, 1000))
+
+
+@pytest.mark.parametrize("q,p", [(-0.1, 0.0), (1.0, 0.0), (0.1, 1.5), (0.1, -1e-9)])
+def test_fractions_out_of_range(scores, q, p):
+    harm, preserve = scores
+    with pytest.raises(HarmcoreError, match=r"outside \[0, 1\)"):
+        set_difference(harm, preserve, q=q, p=p)
+
+
+def test_nan_scores_rejected(scores):
+    harm, preserve = scores
+    harm["a"][0, 0] = float("nan")
+    with pytest.raises(HarmcoreError, match="NaN or inf"):
+        set_difference(harm, preserve, q=0.1)
+    preserve["b"][0, 0] = float("inf")
+    with pytest.raises(HarmcoreError, match="NaN or inf"):
+        set_difference({"a": torch.ones(2, 4), "b": torch.ones(2, 2)}, preserve, q=0.1)
+
+
+def test_unknown_ranking(scores):
+    with pytest.raises(HarmcoreError, match="per_matrix"):
+        set_difference(scores[0], None, q=0.1, ranking="perrow")
+
+
+def test_mask_intersection_and_union():
+    m1 = set_difference({"a": torch.arange(10.0)}, None, q=0.5)  # 5..9
+    m2 = set_difference({"a": -torch.arange(10.0) + 7}, None, q=0.5)  # 0..4
+    m3 = set_difference({"a": torch.tensor([0, 0, 0, 0, 5, 9, 0, 0, 0, 0.0])}, None, q=0.2)  # 4,5
+    assert m1.intersect(m2).n_pruned == 0
+    assert m1.intersect(m3).indices["a"].tolist() == [5]
+    assert m2.union(m3).indices["a"].tolist() == [0, 1, 2, 3, 4, 5]
