@@ -9,6 +9,8 @@ the caller expects.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -34,6 +36,23 @@ def atomic_write_bytes(path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """Exclusive advisory lock on `path` (created if needed), held for the `with` block.
+
+    Jobs of a sweep that need the same cache entry wait here: the first computes it,
+    the others then find the finished file instead of computing it again.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def atomic_write_text(path, text: str) -> None:

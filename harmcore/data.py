@@ -93,9 +93,7 @@ def _split_chat(tokenizer, ex: Example, spec: FormatSpec) -> tuple[str, str]:
     messages = [{"role": "system", "content": spec.system_prompt}] if spec.system_prompt else []
     messages.append({"role": "user", "content": ex.prompt})
     prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(
-        messages + [{"role": "assistant", "content": ex.response}], tokenize=False
-    )
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": ex.response}], tokenize=False)
     if not full.startswith(prompt_text):
         raise HarmcoreError(
             "the chat template does not render the conversation as prompt + answer; "

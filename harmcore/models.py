@@ -60,6 +60,8 @@ def load(spec: ModelSpec, cache_dir: Path | None = None):
     if spec.dtype not in DTYPES:
         raise HarmcoreError(f"unknown model.dtype {spec.dtype!r}: use one of {', '.join(DTYPES)}")
     path = spec.path
+    if not path and not spec.builder:
+        raise HarmcoreError(f"model {spec.name} has no path: set model.path to a hub id or a local folder")
     if spec.builder:
         path = str(build(spec.builder, cache_dir or default_cache_dir()))
     elif path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
@@ -100,9 +102,7 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """Map `named_modules()` name -> nn.Linear for every linear inside the decoder blocks."""
     inside = {id(m) for m in decoder_layers(model).modules()}
-    found = {
-        name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) in inside
-    }
+    found = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear) and id(m) in inside}
     if not found:
         raise HarmcoreError(f"{type(model).__name__} has no nn.Linear inside its decoder blocks: nothing to prune")
     return found

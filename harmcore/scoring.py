@@ -55,12 +55,23 @@ _PER_EXAMPLE_BUDGET = 1 << 27
 
 
 def response_losses(model: nn.Module, input_ids, attention_mask, labels) -> torch.Tensor:
-    """Per-example mean causal-LM loss over labelled (response) tokens, shape [B]."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    shift_logits = logits[:, :-1].float()
+    """Per-example mean causal-LM loss over labelled (response) tokens, shape [B].
+
+    Only positions that predict a labelled token need logits: with a vocabulary of 50k-150k
+    the full logit tensor is often the largest activation, so the model is asked for the
+    logits of the span [first predicting position, T-1) only (`logits_to_keep`).
+    """
     shift_labels = labels[:, 1:]
+    labelled = (shift_labels != -100).any(0).nonzero()
+    first = int(labelled[0]) if labelled.numel() else 0
+    keep = torch.arange(first, labels.shape[1] - 1, device=labels.device)
+    try:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
+    except TypeError:  # a model whose forward has no logits_to_keep
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, first:-1]
+    shift_labels = shift_labels[:, first:]
     tok = F.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        logits.float().reshape(-1, logits.shape[-1]),
         shift_labels.reshape(-1),
         ignore_index=-100,
         reduction="none",

@@ -72,7 +72,11 @@ def test_wanda_matches_direct_activation_norms(model64, toks):
     count = 0
     for t in toks:  # one example at a time, inputs captured with plain hooks
         inputs = {}
-        hooks = [m.register_forward_hook(lambda mod, a, o, n=n: inputs.__setitem__(n, a[0][0])) for n, m in linears.items()]
+
+        def capture(name, store=inputs):
+            return lambda mod, a, o: store.__setitem__(name, a[0][0])
+
+        hooks = [m.register_forward_hook(capture(n)) for n, m in linears.items()]
         seq = torch.tensor([list(t.prompt_ids) + list(t.response_ids)])
         with torch.no_grad():
             model64(input_ids=seq)

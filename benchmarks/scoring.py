@@ -1,0 +1,100 @@
+"""Scoring speed: one-pass harmcore vs the reference per-layer loop vs a bare forward+backward.
+
+All three see the same model and tokens in the same process; figures are ratios to the
+bare forward+backward measured in this run, so machine noise cancels out. The reference
+scores are checked equal to the one-pass scores.
+
+    python -m benchmarks.scoring [--model tiny_random|smollm2_embedded] [--examples N] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+
+from harmcore.data import Example, batches, tokenize
+from harmcore.models import ModelSpec, decoder_layers, load
+from harmcore.scoring import compute, response_losses
+from harmcore.scoring_reference import layerwise_snip
+from harmcore.sources import benign_builtin
+
+
+def examples(n: int) -> list[Example]:
+    prompts = benign_builtin()[:n]
+    # Responses of ~80 words so that each example is ~100-150 tokens.
+    filler = "This answer walks through the idea step by step with a short example and a summary. "
+    return [Example(p.text, filler * 6) for p in prompts]
+
+
+def bare_forward_backward(model, toks, batch_size) -> None:
+    for batch in batches(toks, batch_size):
+        model.zero_grad(set_to_none=True)
+        response_losses(model, batch.input_ids, batch.attention_mask, batch.labels).sum().backward()
+    model.zero_grad(set_to_none=True)
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default="smollm2_embedded", choices=["tiny_random", "smollm2_embedded"])
+    ap.add_argument("--examples", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--skip-reference", action="store_true", help="skip the slow per-layer loop")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    model, tok = load(ModelSpec(name=args.model, path="", builder=args.model, dtype="float32", device="cpu"))
+    toks = tokenize(tok, examples(args.examples))
+    n_tokens = sum(len(t.prompt_ids) + len(t.response_ids) for t in toks)
+    bs = args.batch_size
+    results = {"model": args.model, "examples": len(toks), "tokens": n_tokens, "layers": len(decoder_layers(model))}
+    bare_forward_backward(model, toks[:bs], bs)  # warm-up
+    results["bare_fwd_bwd_s"] = timed(lambda: bare_forward_backward(model, toks, bs))
+    out = {}
+    results["signed_snip_s"] = timed(
+        lambda: out.__setitem__("signed", compute(model, toks, "signed_snip", batch_size=bs))
+    )
+    results["snip_abs_s"] = timed(lambda: out.__setitem__("abs", compute(model, toks, "snip", batch_size=bs)))
+    results["signed_snip_per_example_s"] = timed(lambda: compute(model, toks, "signed_snip", batch_size=1))
+    results["wanda_s"] = timed(lambda: compute(model, toks, "wanda", batch_size=bs))
+    results["signed_snip_chunked4_s"] = timed(
+        lambda: compute(model, toks, "signed_snip", batch_size=bs, layers_per_pass=4)
+    )
+    if not args.skip_reference:
+        results["reference_layerwise_signed_s"] = timed(
+            lambda: out.__setitem__("ref", layerwise_snip(model, toks, "signed_snip", batch_size=bs))
+        )
+        worst = max(
+            float((out["ref"][n] - out["signed"][n]).abs().max() / out["ref"][n].abs().max().clamp(min=1e-30))
+            for n in out["ref"]
+        )
+        results["reference_max_rel_diff"] = worst
+    base = results["bare_fwd_bwd_s"]
+    results["ratios_vs_bare_fwd_bwd"] = {
+        k[:-2]: round(v / base, 2) for k, v in results.items() if k.endswith("_s") and k != "bare_fwd_bwd_s"
+    }
+    if "reference_layerwise_signed_s" in results:
+        results["speedup_one_pass_vs_reference"] = round(
+            results["reference_layerwise_signed_s"] / results["signed_snip_s"], 2
+        )
+    results["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+    results["threads"] = torch.get_num_threads()
+    print(json.dumps(results, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Run one pruning job, or a sweep with -m: python -m experiments.run [overrides]."""
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from harmcore.cli import main_guard, report_job_error
+from harmcore.config import register_schemas, to_run_config
+from harmcore.errors import HarmcoreError
+from harmcore.pipeline import run_job
+
+register_schemas()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    job_dir = HydraConfig.get().runtime.output_dir
+    try:
+        return run_job(to_run_config(cfg), job_dir, OmegaConf.to_container(cfg, resolve=True))
+    except HarmcoreError as err:
+        report_job_error(err, job_dir)
+        return None
+
+
+if __name__ == "__main__":
+    main_guard(main)()

@@ -1,0 +1,87 @@
+"""Command-line plumbing shared by the entry points in experiments/.
+
+`check_argv` catches the common mistakes before Hydra starts (an unknown config option,
+an unwritable output folder), so the user sees one line with the valid names and the
+closest match instead of a stack trace. `main_guard` turns harmcore's user errors into
+that same one-line form with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import sys
+import tempfile
+from pathlib import Path
+
+from harmcore.errors import HarmcoreError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def check_argv(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
+    groups = {p.name for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra"}
+    for arg in argv:
+        if "=" not in arg or arg.startswith("-"):
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key in groups:
+            valid = options(key, conf_dir)
+            for v in value.split(","):
+                if v and v != "null" and v not in valid:
+                    close = difflib.get_close_matches(v, valid, n=1)
+                    hint = f" Did you mean {close[0]!r}?" if close else ""
+                    raise HarmcoreError(f"unknown {key} {v!r}.{hint} Valid: {', '.join(valid)}")
+        if key == "output_root":
+            _check_writable(Path(value))
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise HarmcoreError(
+            f"output_root={path} is not writable ({err.strerror}): choose a folder you can write to"
+        ) from None
+
+
+FAILED_JOBS: list[str] = []
+
+
+def report_job_error(err: HarmcoreError, job_dir) -> None:
+    """Inside a Hydra job: one line for a single run (exit 1); in a sweep, record and go on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        FAILED_JOBS.append(str(job_dir))
+        print(f"error: job {job_dir} failed: {err}", file=sys.stderr)
+        return
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(1)
+
+
+def main_guard(fn):
+    """Run an entry point; print harmcore errors as one line and exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            check_argv(sys.argv[1:])
+            result = fn(*args, **kwargs)
+        except HarmcoreError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+        if FAILED_JOBS:
+            print(f"error: {len(FAILED_JOBS)} job(s) failed; see FAILED in each job folder", file=sys.stderr)
+            sys.exit(1)
+        return result
+
+    return wrapper

@@ -1,0 +1,208 @@
+"""Config schemas: dataclasses that validate every Hydra config group.
+
+The YAML files in conf/ hold values; these classes hold the keys, types and ranges.
+Hydra checks keys and types when it composes the config (a typo in an override is an
+error there); `to_run_config` converts the composed DictConfig into these dataclasses,
+whose `__post_init__` checks ranges. Library code receives the dataclasses only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harmcore.errors import HarmcoreError
+
+SCORING_METHODS = ("signed_snip", "snip", "wanda", "magnitude", "random")
+
+
+def _fraction(name: str, value: float) -> None:
+    if not (0.0 <= float(value) < 1.0):
+        raise HarmcoreError(f"{name}={value} is outside [0, 1): it is a fraction of weights, e.g. 1e-5")
+
+
+def _positive(name: str, value: int) -> None:
+    if int(value) < 1:
+        raise HarmcoreError(f"{name}={value}: use a positive integer")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "???"  # short name: output folders, W&B groups
+    path: str = ""  # hub id or local folder (set this to a local copy when offline)
+    revision: str | None = None  # hub branch/tag/commit; pin it for reproducible caches
+    builder: str | None = None  # tiny_random | smollm2_embedded: built locally, `path` unused
+    dtype: str = "float32"  # float32 on CPU; bfloat16 on GPU
+    device: str = "auto"  # auto picks cuda when visible
+    trust_remote_code: bool = False  # never on unless you trust the repository's code
+    aligned: bool = True  # instruct/chat-tuned (True) or base (False)
+    counterpart: str | None = None  # config name of the unaligned (base) or aligned partner
+    family: str = ""  # groups pairs and ladders in reports
+    prompt_format: str = "chat"  # chat: the chat template; qa: "Q: {prompt}\nA:" (base models)
+
+    def __post_init__(self) -> None:
+        if self.prompt_format not in ("chat", "qa"):
+            raise HarmcoreError(f"model.prompt_format={self.prompt_format}: use chat or qa")
+
+
+@dataclass
+class HarmDomainConfig:
+    name: str = "all"  # output folders and W&B groups
+    source: str = "strongreject"  # strongreject (offline, packaged) | advbench | hexphi | jsonl
+    path: str | None = None  # local file for hexphi/jsonl (and advbench when offline)
+    categories: list[str] = field(default_factory=list)  # keep prompts of these categories; [] = all
+
+    def __post_init__(self) -> None:
+        if self.source not in ("strongreject", "advbench", "hexphi", "jsonl"):
+            raise HarmcoreError(f"harm_domain.source={self.source}: use strongreject, advbench, hexphi or jsonl")
+
+
+@dataclass
+class DataConfig:
+    n_calibration: int = 24  # harmful and benign examples each used for scoring (paper: 412)
+    n_eval: int = 24  # held-out harmful prompts for evaluation (never used for scoring)
+    split_seed: int = 0  # seeds the calibration/eval split of prompts
+    benign_source: str = "builtin"  # builtin (harmcore's instruction set) | alpaca (hub) | jsonl
+    benign_path: str | None = None  # local jsonl for benign_source=jsonl
+    format: str = "raw"  # raw: the reference "pretrained" format; chat: the chat template
+    max_length: int = 256  # prompt + response tokens per calibration example
+    response_tokens: int = 64  # new tokens when the model writes its own calibration responses
+    drop_refusals: bool = True  # drop self-generated harmful responses that the judge calls refusals
+
+    def __post_init__(self) -> None:
+        _positive("data.n_calibration", self.n_calibration)
+        _positive("data.n_eval", self.n_eval)
+        _positive("data.response_tokens", self.response_tokens)
+        if self.format not in ("raw", "chat"):
+            raise HarmcoreError(f"data.format={self.format}: use raw or chat")
+        if self.benign_source not in ("builtin", "alpaca", "jsonl"):
+            raise HarmcoreError(f"data.benign_source={self.benign_source}: use builtin, alpaca or jsonl")
+
+
+@dataclass
+class ScorerConfig:
+    name: str = "signed_snip"  # output folders and W&B groups
+    harm_method: str = "signed_snip"  # scores the harmful set
+    preserve_method: str | None = "snip"  # scores the benign set; null = plain top-q
+    batch_size: int = 4  # examples per forward/backward; does not change the scores
+    layers_per_pass: int | None = None  # null: all layers in one pass; k: less memory, more passes
+    seed: int = 0  # random scorer only
+
+    def __post_init__(self) -> None:
+        for key in ("harm_method", "preserve_method"):
+            value = getattr(self, key)
+            if value is not None and value not in SCORING_METHODS:
+                raise HarmcoreError(f"scorer.{key}={value}: use one of {', '.join(SCORING_METHODS)}")
+        _positive("scorer.batch_size", self.batch_size)
+
+
+@dataclass
+class PruningConfig:
+    p: float = 5e-5  # preserve fraction: top-p benign weights are never pruned (paper: 5e-5)
+    ranking: str = "per_matrix"  # per_matrix (released code) | global | per_row (Wanda-style)
+
+    def __post_init__(self) -> None:
+        _fraction("pruning.p", self.p)
+        if self.ranking not in ("per_matrix", "global", "per_row"):
+            raise HarmcoreError(f"pruning.ranking={self.ranking}: use per_matrix, global or per_row")
+
+
+@dataclass
+class GenerationConfig:
+    backend: str = "hf"  # hf (transformers generate)
+    max_new_tokens: int = 64  # paper: 256
+    batch_size: int = 32  # prompts per generate call (CPU decoding is memory-bound: bigger batches are faster)
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.backend != "hf":
+            raise HarmcoreError(f"generation.backend={self.backend}: only hf is available")
+        _positive("generation.max_new_tokens", self.max_new_tokens)
+        _positive("generation.batch_size", self.batch_size)
+        if self.temperature < 0:
+            raise HarmcoreError(f"generation.temperature={self.temperature}: use 0 (greedy) or more")
+
+
+@dataclass
+class EvalConfig:
+    name: str = "default"
+    refusal_mode: str = "corrected"  # corrected | wei: the refusal judge whose rate is the headline
+    bootstrap: int = 1000  # bootstrap resamples for confidence intervals over prompts
+    response_nll: bool = True  # loss of held-out harmful/benign reference responses (judge-free)
+
+    def __post_init__(self) -> None:
+        if self.refusal_mode not in ("corrected", "wei"):
+            raise HarmcoreError(f"eval.refusal_mode={self.refusal_mode}: use corrected or wei")
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"  # none | wandb
+    project: str = "harmcore"
+    entity: str | None = None
+    mode: str = "offline"  # offline (sync later with `wandb sync`) | online | disabled
+    upload_generations: bool = False  # raw harmful generations stay local unless set
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("offline", "online", "disabled"):
+            raise HarmcoreError(f"logger.mode={self.mode}: use offline, online or disabled")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    harm_domain: HarmDomainConfig = field(default_factory=HarmDomainConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sparsity: float = 1e-3  # q: fraction of each matrix's top harm weights to prune
+    seed: int = 0
+    name: str = "default"  # sweep name: outputs/sweeps/<name>/
+    output_root: str = "outputs"  # job and sweep folders go below this
+    cache_dir: str | None = None  # content-addressed cache; null = $HARMCORE_CACHE or ~/.cache/harmcore
+    threads: int | None = None  # torch CPU threads; null = torch default
+
+    def __post_init__(self) -> None:
+        _fraction("sparsity", self.sparsity)
+
+
+GROUPS = {
+    "model": ModelConfig,
+    "harm_domain": HarmDomainConfig,
+    "scorer": ScorerConfig,
+    "pruning": PruningConfig,
+    "generation": GenerationConfig,
+    "eval": EvalConfig,
+    "logger": LoggerConfig,
+    "data": DataConfig,
+}
+
+
+def register_schemas() -> None:
+    """Register the schemas with Hydra's ConfigStore (as `<group>/schema` and `schema`)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+    for group, node in GROUPS.items():
+        cs.store(group=group, name="schema", node=node)
+
+
+def to_run_config(cfg: Any) -> Config:
+    """DictConfig -> validated `Config` (ranges checked in `__post_init__`)."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_object(cfg)
+    except HarmcoreError:
+        raise
+    except Exception as err:  # omegaconf wraps errors raised in __post_init__
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, HarmcoreError):
+            raise cause from None
+        raise HarmcoreError(f"invalid config: {str(err).splitlines()[0]}") from err

@@ -1,0 +1,91 @@
+"""Text generation behind one small interface (`Generator.generate`).
+
+`HFGenerator` runs transformers' `generate` on the live (possibly pruned) model, batched
+and left-padded, with explicit sampling settings so the model's own generation_config
+never changes the decoding by accident.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from harmcore.data import chat_prompt_text, qa_prompt
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Request:
+    """A prompt and an optional assistant prefix (prefilling)."""
+
+    prompt: str
+    prefix: str = ""
+
+
+class Generator(Protocol):
+    def generate(self, requests: list[Request], sampling: Sampling) -> list[str]: ...
+
+
+def render(tokenizer, prompt: str, prompt_format: str = "chat", prefix: str = "") -> str:
+    """The exact text the model continues: chat template (or Q/A) plus any prefilled prefix."""
+    text = chat_prompt_text(tokenizer, prompt) if prompt_format == "chat" else qa_prompt(prompt)
+    return text + prefix
+
+
+class HFGenerator:
+    """Batched transformers generation on the model as it is now (pruned or not)."""
+
+    def __init__(self, model, tokenizer, prompt_format: str = "chat", batch_size: int = 8):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompt_format = prompt_format
+        self.batch_size = batch_size
+        self.stats = {"tokens": 0, "seconds": 0.0}
+
+    @torch.no_grad()
+    def generate(self, requests: list[Request], sampling: Sampling) -> list[str]:
+        tok = self.tokenizer
+        texts = [render(tok, r.prompt, self.prompt_format, r.prefix) for r in requests]
+        device = next(self.model.parameters()).device
+        pad_side = tok.padding_side
+        tok.padding_side = "left"
+        outputs: list[str] = [""] * len(texts)
+        # Longest prompts first: batches of similar length waste less padding.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        start = time.perf_counter()
+        try:
+            for b in range(0, len(order), self.batch_size):
+                idx = order[b : b + self.batch_size]
+                enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+                enc = {k: v.to(device) for k, v in enc.items()}
+                kwargs = dict(
+                    max_new_tokens=sampling.max_new_tokens,
+                    pad_token_id=tok.pad_token_id,
+                    eos_token_id=tok.eos_token_id,
+                )
+                if sampling.temperature > 0:
+                    torch.manual_seed(sampling.seed + b)
+                    kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+                else:
+                    kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+                out = self.model.generate(**enc, **kwargs)
+                new = out[:, enc["input_ids"].shape[1] :]
+                for row, i in enumerate(idx):
+                    ids = new[row]
+                    n = int((ids != tok.pad_token_id).sum()) if tok.pad_token_id is not None else len(ids)
+                    self.stats["tokens"] += n
+                    outputs[i] = tok.decode(ids, skip_special_tokens=True).strip()
+        finally:
+            tok.padding_side = pad_side
+        self.stats["seconds"] += time.perf_counter() - start
+        return outputs

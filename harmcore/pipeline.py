@@ -1,0 +1,427 @@
+"""One pruning job, stage by stage, every stage cached.
+
+    prompts -> calibration responses -> harm/preserve scores -> set-difference mask
+            -> dense and pruned generations -> judges and response losses -> metrics.json
+
+Scores do not depend on the sparsity, so the jobs of a sweep score once: the first job
+writes them to the content-addressed cache and the others read them (in one process
+they also share the loaded model and the in-memory scores). Calibration responses and
+generations are cached the same way, so a killed job rerun repeats no finished stage,
+and a job whose metrics.json matches its config hash is skipped whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import socket
+import subprocess
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+import harmcore
+from harmcore import cache, masking, models, scoring, sources
+from harmcore.config import Config, ModelConfig
+from harmcore.data import Example, FormatSpec, data_hash
+from harmcore.errors import HarmcoreError
+from harmcore.evals import response_nll
+from harmcore.generation import HFGenerator, Request, Sampling
+from harmcore.judges.refusal import RefusalKeywordJudge
+from harmcore.selection import Mask, set_difference
+from harmcore.stats import bootstrap_ci
+from harmcore.tracking import WandbMirror
+
+log = logging.getLogger("harmcore.pipeline")
+
+SIGN_CONVENTION = "larger = more important to the data's behaviour; stored un-negated"
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    spec: ModelConfig
+    fingerprint: str  # of the dense weights, taken at load time
+
+
+@dataclass
+class StageLog:
+    """Which stages were computed and which came from a cache, with their wall time."""
+
+    status: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def record(self, stage: str, status: str, seconds: float) -> None:
+        self.status[stage] = status
+        self.seconds[stage] = round(seconds, 3)
+
+
+# Process-level caches: with Hydra's basic launcher every job of a sweep runs in this
+# process, so the model is loaded once and scores are read once per sweep.
+_LOADED: dict[str, LoadedModel] = {}
+_SCORES: dict[str, dict[str, torch.Tensor]] = {}
+
+
+def cache_dir_of(cfg: Config) -> Path:
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else models.default_cache_dir()
+
+
+def get_model(spec: ModelConfig, cache_dir: Path) -> LoadedModel:
+    key = json.dumps(asdict(spec), sort_keys=True)
+    if key not in _LOADED:
+        _LOADED.clear()  # one model in memory at a time
+        _SCORES.clear()
+        mspec = models.ModelSpec(
+            name=spec.name,
+            path=spec.path,
+            revision=spec.revision,
+            builder=spec.builder,
+            dtype=spec.dtype,
+            device=spec.device,
+            trust_remote_code=spec.trust_remote_code,
+        )
+        start = time.perf_counter()
+        model, tok = models.load(mspec, cache_dir)
+        _LOADED[key] = LoadedModel(model, tok, spec, models.fingerprint(model))
+        log.info("loaded %s in %.1fs", spec.name, time.perf_counter() - start)
+    return _LOADED[key]
+
+
+def _model_id(lm: LoadedModel) -> str:
+    return f"{lm.spec.path or lm.spec.builder}@{lm.spec.revision or 'default'}"
+
+
+def _fmt(cfg: Config) -> FormatSpec:
+    return FormatSpec(kind=cfg.data.format, max_length=cfg.data.max_length)
+
+
+# ---------------------------------------------------------------------------------------
+# Generations (cached)
+
+
+def generate_cached(lm, prompts, sampling: Sampling, cfg: Config, mask_key: str, stages: StageLog, stage: str):
+    """Responses of the model (dense or masked, named by `mask_key`) to prompts; cached on disk."""
+    meta = {
+        "model": _model_id(lm),
+        "weights": lm.fingerprint,
+        "mask": mask_key,
+        "prompts": hashlib.sha256(json.dumps([p.text for p in prompts]).encode()).hexdigest()[:16],
+        "sampling": json.dumps(asdict(sampling), sort_keys=True),
+        "prompt_format": lm.spec.prompt_format,
+        "backend": cfg.generation.backend,
+    }
+    path = cache_dir_of(cfg) / "generations" / f"{cache.key_of(meta)}.jsonl"
+    start = time.perf_counter()
+    with cache.file_lock(path.with_suffix(".lock")):
+        if path.exists():
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            if len(rows) == len(prompts):
+                stages.record(stage, "cached", time.perf_counter() - start)
+                return [r["response"] for r in rows]
+        gen = HFGenerator(lm.model, lm.tokenizer, lm.spec.prompt_format, cfg.generation.batch_size)
+        outputs = gen.generate([Request(p.text) for p in prompts], sampling)
+        text = "".join(json.dumps({"prompt": p.text, "response": o}) + "\n" for p, o in zip(prompts, outputs))
+        cache.atomic_write_text(path, text)
+    seconds = time.perf_counter() - start
+    stages.record(stage, "computed", seconds)
+    log.info("%s: %d generations, %.1f tok/s", stage, len(outputs), gen.stats["tokens"] / max(seconds, 1e-9))
+    return outputs
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class JobData:
+    harm_calibration: list[Example]
+    benign_calibration: list[Example]
+    harm_eval: list[sources.Prompt]
+    benign_eval: list[sources.Prompt]
+    n_harm_dropped: int = 0
+
+
+def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
+    dom, d = cfg.harm_domain, cfg.data
+    harmful = sources.harmful_prompts(dom.source, dom.path, dom.categories)
+    harm_calib, harm_eval = sources.split(harmful, d.n_eval, d.n_calibration, d.split_seed)
+    sampling = Sampling(max_new_tokens=d.response_tokens, temperature=0.0)
+    responses = generate_cached(lm, harm_calib, sampling, cfg, "dense", stages, "calibration_harmful")
+    judge = RefusalKeywordJudge("corrected")
+    harm_examples, dropped = [], 0
+    for p, r in zip(harm_calib, responses):
+        if not r.strip() or (d.drop_refusals and judge.is_refusal(r)[0]):
+            dropped += 1
+            continue
+        harm_examples.append(Example(p.text, r, p.category))
+    if not harm_examples:
+        raise HarmcoreError(
+            f"all {len(harm_calib)} self-generated harmful responses were refusals or empty: "
+            "set data.drop_refusals=false or give harmful responses from another source"
+        )
+    if d.benign_source == "alpaca" or (d.benign_source == "jsonl"):
+        pairs = sources.alpaca_cleaned(d.benign_path)
+        benign_calib, benign_eval_pairs = sources.split(pairs, d.n_eval, d.n_calibration, d.split_seed)
+        benign_examples = [Example(p.text, r) for p, r in benign_calib]
+        benign_eval = [p for p, _ in benign_eval_pairs]
+    else:
+        benign = sources.benign_builtin()
+        benign_calib_prompts, benign_eval = sources.split(benign, d.n_eval, d.n_calibration, d.split_seed)
+        answers = generate_cached(lm, benign_calib_prompts, sampling, cfg, "dense", stages, "calibration_benign")
+        benign_examples = [Example(p.text, r) for p, r in zip(benign_calib_prompts, answers) if r.strip()]
+    return JobData(harm_examples, benign_examples, harm_eval, benign_eval, dropped)
+
+
+# ---------------------------------------------------------------------------------------
+# Scores (cached)
+
+
+def scores_cached(lm: LoadedModel, examples, method: str, cfg: Config, stages: StageLog, stage: str):
+    """Scores of `method` on `examples`, from memory, from the cache, or computed and cached."""
+    data_free = method in scoring.DATA_FREE
+    meta = {
+        "method": method,
+        "formula": scoring.FORMULAS[method],
+        "sign": SIGN_CONVENTION,
+        "model": _model_id(lm),
+        "weights": lm.fingerprint,
+        "data": "none" if data_free else data_hash(examples),
+        "format": "none" if data_free else json.dumps(asdict(_fmt(cfg)), sort_keys=True),
+        "n_examples": 0 if data_free else len(examples),
+        "seed": cfg.scorer.seed if method == "random" else 0,
+        "code": harmcore.__version__,
+    }
+    path = cache.score_path(cache_dir_of(cfg), meta)
+    start = time.perf_counter()
+    if str(path) in _SCORES:
+        stages.record(stage, "memory", time.perf_counter() - start)
+        return _SCORES[str(path)]
+    with cache.file_lock(path.with_suffix(".lock")):
+        scores = _load_or_compute_scores(lm, examples, method, cfg, path, meta, stages, stage, start)
+    _SCORES[str(path)] = scores
+    return scores
+
+
+def _load_or_compute_scores(lm, examples, method, cfg, path, meta, stages, stage, start):
+    if path.exists():
+        scores = cache.load_scores(path, meta)
+        stages.record(stage, "cached", time.perf_counter() - start)
+    else:
+        scores = scoring.compute(
+            lm.model,
+            examples,
+            method,
+            tokenizer=lm.tokenizer,
+            fmt=_fmt(cfg),
+            batch_size=cfg.scorer.batch_size,
+            layers_per_pass=cfg.scorer.layers_per_pass,
+            seed=cfg.scorer.seed,
+            progress=True,
+        )
+        scores = {k: v.to("cpu") for k, v in scores.items()}
+        scoring.check_finite(scores, f"{method} scores")
+        cache.save_scores(scores, path, meta)
+        stages.record(stage, "computed", time.perf_counter() - start)
+        log.info("%s: %s scores computed in %.1fs -> %s", stage, method, time.perf_counter() - start, path)
+    return scores
+
+
+def mask_key(mask: Mask) -> str:
+    if mask.n_pruned == 0:
+        return "dense"
+    h = hashlib.sha256()
+    for name in sorted(mask.indices):
+        h.update(name.encode())
+        h.update(mask.indices[name].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(lm, cfg: Config, data: JobData, key: str, refs: dict, stages: StageLog, tag: str):
+    """Generate on held-out harmful prompts, judge them, and score reference responses."""
+    g = cfg.generation
+    sampling = Sampling(g.max_new_tokens, g.temperature, g.top_p, cfg.seed)
+    responses = generate_cached(lm, data.harm_eval, sampling, cfg, key, stages, f"generate_{tag}")
+    corrected = [RefusalKeywordJudge("corrected").is_refusal(r) for r in responses]
+    wei = [RefusalKeywordJudge("wei").is_refusal(r) for r in responses]
+    headline = corrected if cfg.eval.refusal_mode == "corrected" else wei
+    complied = [0.0 if refused else 1.0 for refused, _ in headline]
+    lo, hi = bootstrap_ci(complied, cfg.eval.bootstrap, seed=cfg.seed)
+    metrics = {
+        "harmfulness": sum(complied) / len(complied),
+        "harmfulness_ci": [lo, hi],
+        "refusal_rate": sum(r for r, _ in corrected) / len(corrected),
+        "refusal_rate_wei": sum(r for r, _ in wei) / len(wei),
+    }
+    if cfg.eval.response_nll and refs:
+        start = time.perf_counter()
+        fmt = _fmt(cfg)
+        for name, examples in refs.items():
+            values = response_nll(lm.model, lm.tokenizer, examples, fmt, cfg.scorer.batch_size)
+            lo, hi = bootstrap_ci(values, cfg.eval.bootstrap, seed=cfg.seed)
+            metrics[f"{name}_nll"] = sum(values) / len(values) if values else float("nan")
+            metrics[f"{name}_nll_ci"] = [lo, hi]
+        stages.record(f"nll_{tag}", "computed", time.perf_counter() - start)
+    rows = [
+        {"prompt": p.text, "category": p.category, "response": r, "refusal": c[0], "refusal_wei": w[0]}
+        for p, r, c, w in zip(data.harm_eval, responses, corrected, wei)
+    ]
+    return metrics, rows
+
+
+def reference_sets(lm, cfg: Config, data: JobData, stages: StageLog) -> dict[str, list[Example]]:
+    """Held-out references: the dense model's own answers to the eval prompts.
+
+    harm: its compliant answers to held-out harmful prompts; benign: its answers to
+    held-out benign instructions. Their loss rises when pruning removes the ability.
+    """
+    if not cfg.eval.response_nll:
+        return {}
+    g = cfg.generation
+    sampling = Sampling(g.max_new_tokens, 0.0, 1.0, cfg.seed)
+    judge = RefusalKeywordJudge("corrected")
+    harm = generate_cached(lm, data.harm_eval, sampling, cfg, "dense", stages, "references_harmful")
+    benign = generate_cached(lm, data.benign_eval, sampling, cfg, "dense", stages, "references_benign")
+    return {
+        "harm": [Example(p.text, r) for p, r in zip(data.harm_eval, harm) if r.strip() and not judge.is_refusal(r)[0]],
+        "benign": [Example(p.text, r) for p, r in zip(data.benign_eval, benign) if r.strip()],
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# The job
+
+
+def config_hash(cfg: Config) -> str:
+    """Hash of the settings that change results (not paths, names or logging)."""
+    d = asdict(cfg)
+    for k in ("logger", "output_root", "cache_dir", "threads", "name"):
+        d.pop(k, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def provenance(cfg: Config) -> dict:
+    import transformers
+
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    device = "cuda:" + torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    return {
+        "git_sha": sha or None,
+        "harmcore": harmcore.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+        "device": device,
+        "config_hash": config_hash(cfg),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def run_job(cfg: Config, job_dir: Path, resolved: dict | None = None) -> dict:
+    """Run one (model, domain, scorer, sparsity) job into `job_dir`; return its metrics."""
+    job_dir = Path(job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    chash = config_hash(cfg)
+    metrics_path = job_dir / "metrics.json"
+    if metrics_path.exists():
+        done = json.loads(metrics_path.read_text())
+        if done.get("config_hash") == chash:
+            log.info("%s is already finished (config %s): nothing to do", job_dir, chash)
+            return done
+        log.warning("%s holds results of other settings (config %s): replacing them", job_dir, done.get("config_hash"))
+    (job_dir / "FAILED").unlink(missing_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cache.atomic_write_json(job_dir / "provenance.json", provenance(cfg))
+    mirror = WandbMirror(
+        cfg.logger,
+        job_dir,
+        run_name=f"{cfg.model.name}/{cfg.harm_domain.name}/{cfg.scorer.name}/q={cfg.sparsity:g}",
+        group=f"{cfg.model.name}/{cfg.harm_domain.name}/{cfg.scorer.name}",
+        config=resolved or asdict(cfg),
+    )
+    try:
+        metrics, rows = _run_stages(cfg, job_dir, chash)
+        mirror.log_final(metrics, rows)
+        return metrics
+    except BaseException as err:
+        msg = str(err) if isinstance(err, HarmcoreError) else "".join(traceback.format_exception(err))
+        cache.atomic_write_text(job_dir / "FAILED", f"{type(err).__name__}: {msg}\n")
+        raise
+    finally:
+        mirror.finish()
+
+
+def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict]]:
+    stages = StageLog()
+    start = time.perf_counter()
+    lm = get_model(cfg.model, cache_dir_of(cfg))
+    stages.record("load_model", "done", time.perf_counter() - start)
+    data = prepare_data(lm, cfg, stages)
+    harm = scores_cached(lm, data.harm_calibration, cfg.scorer.harm_method, cfg, stages, "scores_harm")
+    preserve = None
+    if cfg.scorer.preserve_method and cfg.pruning.p > 0:
+        preserve = scores_cached(
+            lm, data.benign_calibration, cfg.scorer.preserve_method, cfg, stages, "scores_preserve"
+        )
+    t = time.perf_counter()
+    mask = set_difference(harm, preserve, cfg.sparsity, cfg.pruning.p, cfg.pruning.ranking)
+    masking.save(mask, job_dir / "mask.safetensors")
+    stages.record("select", "computed", time.perf_counter() - t)
+    refs = reference_sets(lm, cfg, data, stages)
+    baseline, base_rows = evaluate(lm, cfg, data, "dense", refs, stages, "dense")
+    handle = masking.apply(lm.model, mask)
+    try:
+        pruned, rows = evaluate(lm, cfg, data, mask_key(mask), refs, stages, "pruned")
+    finally:
+        masking.restore(lm.model, handle)
+    for row, base in zip(rows, base_rows):
+        row["dense_response"] = base["response"]
+    cache.atomic_write_text(job_dir / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    metrics = {
+        "config_hash": chash,
+        "model": cfg.model.name,
+        "harm_domain": cfg.harm_domain.name,
+        "scorer": cfg.scorer.name,
+        "sparsity_requested": cfg.sparsity,
+        "sparsity_achieved": mask.sparsity,
+        "n_pruned": mask.n_pruned,
+        "n_prunable": mask.n_total,
+        "p": cfg.pruning.p,
+        "ranking": cfg.pruning.ranking,
+        **pruned,
+        "baseline": baseline,
+        "n_eval": len(data.harm_eval),
+        "n_calibration_harmful": len(data.harm_calibration),
+        "n_calibration_benign": len(data.benign_calibration),
+        "n_harmful_dropped_as_refusal": data.n_harm_dropped,
+        "n_references": {k: len(v) for k, v in refs.items()},
+        "stages": stages.status,
+        "seconds": {**stages.seconds, "total": round(time.perf_counter() - start, 3)},
+    }
+    cache.atomic_write_json(job_dir / "metrics.json", metrics)
+    log.info(
+        "q=%g achieved %.2e: harmfulness %.3f -> %.3f, refusal %.3f -> %.3f",
+        cfg.sparsity,
+        mask.sparsity,
+        baseline["harmfulness"],
+        pruned["harmfulness"],
+        baseline["refusal_rate"],
+        pruned["refusal_rate"],
+    )
+    return metrics, rows

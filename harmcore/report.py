@@ -1,0 +1,181 @@
+"""Sweep aggregation: curve.csv, curve.png and summary.json from the job folders.
+
+Every job folder below the sweep folder that holds metrics.json becomes a point; a
+folder with FAILED (or with neither file) is listed in summary.json as failed or
+missing, never silently dropped. `AggregateCallback` runs this at the end of a Hydra
+multirun; `python -m experiments.aggregate <sweep dir>` runs it by hand.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+from harmcore.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
+from harmcore.errors import HarmcoreError
+
+log = logging.getLogger("harmcore.report")
+
+CURVE_COLUMNS = [
+    "model",
+    "harm_domain",
+    "scorer",
+    "sparsity_requested",
+    "sparsity_achieved",
+    "n_pruned",
+    "harmfulness",
+    "harmfulness_lo",
+    "harmfulness_hi",
+    "baseline_harmfulness",
+    "refusal_rate",
+    "refusal_rate_wei",
+    "harm_nll",
+    "benign_nll",
+    "baseline_harm_nll",
+    "baseline_benign_nll",
+    "job",
+]
+
+
+def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(points, problems): one point per finished job, one problem per failed or unfinished job."""
+    sweep_dir = Path(sweep_dir)
+    points, problems = [], []
+    job_dirs = sorted(
+        {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")}
+        | {p.parent for p in sweep_dir.rglob("metrics.json")}
+        | {p.parent for p in sweep_dir.rglob("FAILED")}
+    )
+    for job in job_dirs:
+        rel = str(job.relative_to(sweep_dir)) or "."
+        if (job / "metrics.json").exists():
+            m = json.loads((job / "metrics.json").read_text())
+            base = m.get("baseline", {})
+            ci = m.get("harmfulness_ci") or [None, None]
+            points.append(
+                {
+                    "model": m.get("model"),
+                    "harm_domain": m.get("harm_domain"),
+                    "scorer": m.get("scorer"),
+                    "sparsity_requested": m.get("sparsity_requested"),
+                    "sparsity_achieved": m.get("sparsity_achieved"),
+                    "n_pruned": m.get("n_pruned"),
+                    "harmfulness": m.get("harmfulness"),
+                    "harmfulness_lo": ci[0],
+                    "harmfulness_hi": ci[1],
+                    "baseline_harmfulness": base.get("harmfulness"),
+                    "refusal_rate": m.get("refusal_rate"),
+                    "refusal_rate_wei": m.get("refusal_rate_wei"),
+                    "harm_nll": m.get("harm_nll"),
+                    "benign_nll": m.get("benign_nll"),
+                    "baseline_harm_nll": base.get("harm_nll"),
+                    "baseline_benign_nll": base.get("benign_nll"),
+                    "job": rel,
+                }
+            )
+        elif (job / "FAILED").exists():
+            problems.append({"job": rel, "status": "failed", "error": (job / "FAILED").read_text()[-2000:]})
+        else:
+            problems.append({"job": rel, "status": "missing", "error": "no metrics.json (still running or killed)"})
+    points.sort(key=lambda r: (r["model"], r["harm_domain"], r["scorer"], r["sparsity_achieved"]))
+    return points, problems
+
+
+def _plot(points: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_h, ax_u) = plt.subplots(1, 2, figsize=(10, 4))
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["model"], p["harm_domain"], p["scorer"]), []).append(p)
+    floor = min((p["sparsity_achieved"] for p in points if p["sparsity_achieved"]), default=1e-6) / 3
+    for (model, domain, scorer), pts in groups.items():
+        xs = [p["sparsity_achieved"] or floor for p in pts]
+        label = f"{model}/{domain}/{scorer}"
+        ax_h.plot(xs, [p["harmfulness"] for p in pts], "o-", label=label)
+        lo = [p["harmfulness_lo"] for p in pts]
+        hi = [p["harmfulness_hi"] for p in pts]
+        if all(v is not None for v in lo + hi):
+            ax_h.fill_between(xs, lo, hi, alpha=0.2)
+        if all(p["benign_nll"] is not None for p in pts):
+            ax_u.plot(xs, [p["benign_nll"] for p in pts], "o-", label=label)
+    for ax, title in ((ax_h, "harmfulness (compliance rate)"), (ax_u, "benign response NLL (utility)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("achieved sparsity (0 plotted at the left edge)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    ax_h.set_ylim(-0.02, 1.02)
+    ax_h.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def aggregate(sweep_dir, logger_cfg=None) -> dict:
+    """Write curve.csv, curve.png and summary.json into `sweep_dir`; return the summary."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise HarmcoreError(f"{sweep_dir} is not a folder: pass the sweep folder (outputs/sweeps/<name>)")
+    points, problems = collect(sweep_dir)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CURVE_COLUMNS)
+    writer.writeheader()
+    writer.writerows(points)
+    atomic_write_text(sweep_dir / "curve.csv", buf.getvalue())
+    if points:
+        _plot(points, sweep_dir / "curve.png")
+    summary = {
+        "sweep_dir": str(sweep_dir),
+        "n_points": len(points),
+        "n_failed": sum(p["status"] == "failed" for p in problems),
+        "n_missing": sum(p["status"] == "missing" for p in problems),
+        "problems": problems,
+        "points": points,
+    }
+    atomic_write_json(sweep_dir / "summary.json", summary)
+    for p in problems:
+        log.warning("job %s %s: %s", p["job"], p["status"], p["error"].strip().splitlines()[-1][:200])
+    if logger_cfg is not None:
+        from harmcore.tracking import WandbMirror
+
+        mirror = WandbMirror(logger_cfg, sweep_dir, f"curve/{sweep_dir.name}", "curves", {}, job_type="curve")
+        mirror.log_curve(points, sweep_dir / "curve.png")
+        mirror.log_final({"n_points": len(points), "n_failed": summary["n_failed"]})
+        mirror.finish()
+    return summary
+
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # hydra is only needed for the CLI
+    Callback = object
+
+
+class AggregateCallback(Callback):
+    """Hydra callback: aggregate the sweep folder when a multirun ends."""
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        from harmcore.config import LoggerConfig
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.exists():
+            return
+        lc = config.get("logger")
+        logger_cfg = LoggerConfig(**{k: lc[k] for k in ("name", "project", "entity", "mode")}) if lc else None
+        summary = aggregate(sweep_dir, logger_cfg)
+        log.info(
+            "sweep %s: %d points, %d failed, %d missing -> %s",
+            sweep_dir,
+            summary["n_points"],
+            summary["n_failed"],
+            summary["n_missing"],
+            sweep_dir / "curve.csv",
+        )

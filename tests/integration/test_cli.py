@@ -1,0 +1,215 @@
+"""The experiment runner end to end, through the real CLI in subprocesses."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import ROOT, TINY, cli, read_metrics, stable
+
+
+def sweep_jobs(sweep_dir: Path) -> dict[str, Path]:
+    return {p.parent.name: p.parent for p in sweep_dir.rglob("metrics.json")}
+
+
+@pytest.fixture
+def out(tmp_path):
+    return tmp_path / "outputs"
+
+
+def test_basic_sweep_scores_once_and_writes_curve(out):
+    r = cli("experiments.run", "-m", *TINY, f"output_root={out}", "name=basic", "sparsity=0.0,0.02")
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = out / "sweeps" / "basic"
+    jobs = sweep_jobs(sweep)
+    assert set(jobs) == {"q=0.0", "q=0.02"}
+    first, second = (read_metrics(jobs[k]) for k in ("q=0.0", "q=0.02"))
+    # one process: the second job reuses the first job's model and scores
+    assert {first["stages"]["scores_harm"], second["stages"]["scores_harm"]} == {"computed", "memory"}
+    assert first["n_pruned"] == 0 and first["sparsity_achieved"] == 0.0
+    assert second["n_pruned"] > 0 and 0.015 < second["sparsity_achieved"] <= 0.02
+    assert second["baseline"] == first["baseline"] == {k: first[k] for k in first["baseline"]}
+    assert second["harm_nll"] > second["baseline"]["harm_nll"]  # pruning by harm scores hurts the harm data
+    with open(sweep / "curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["sparsity_requested"]) for r in rows] == [0.0, 0.02]
+    assert float(rows[1]["harm_nll"]) == pytest.approx(second["harm_nll"])
+    assert (sweep / "curve.png").stat().st_size > 1000
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["n_points"] == 2 and summary["n_failed"] == 0
+    for job in jobs.values():
+        for name in ("provenance.json", "generations.jsonl", "mask.safetensors", ".hydra/config.yaml"):
+            assert (job / name).exists(), name
+        prov = json.loads((job / "provenance.json").read_text())
+        assert prov["config_hash"] == read_metrics(job)["config_hash"] and prov["torch"]
+        gens = [json.loads(line) for line in (job / "generations.jsonl").read_text().splitlines()]
+        assert len(gens) == 4 and {"prompt", "response", "refusal", "dense_response"} <= set(gens[0])
+
+
+def test_submitit_local_sweep_matches_basic_launcher(out):
+    common = [*TINY, f"output_root={out}", "sparsity=0.0,0.02"]
+    r = cli("experiments.run", "-m", *common, "name=basic")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = cli(
+        "experiments.run",
+        "-m",
+        "hydra/launcher=submitit_local",
+        *common,
+        "name=local",
+        "hydra.launcher.timeout_min=10",
+        f"cache_dir={out}/cache_local",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    basic, local = sweep_jobs(out / "sweeps" / "basic"), sweep_jobs(out / "sweeps" / "local")
+    assert set(basic) == set(local) == {"q=0.0", "q=0.02"}
+    statuses = []
+    for k in basic:
+        b, loc = read_metrics(basic[k]), read_metrics(local[k])
+        assert stable(b) == stable(loc)
+        statuses.append(loc["stages"]["scores_harm"])
+    # separate processes share the on-disk cache under a lock: one computes, one reads
+    assert sorted(statuses) == ["cached", "computed"]
+    assert (out / "sweeps" / "local" / "curve.csv").exists()
+
+
+def test_killed_sweep_resumes_without_recomputing(out, tmp_path):
+    args = [*TINY, f"output_root={out}", "name=resume", "sparsity=0.0,0.01,0.03"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", "-m", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sweep = out / "sweeps" / "resume"
+    deadline = time.time() + 300
+    while not sweep_jobs(sweep) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished_before = {k: (p / "metrics.json").stat().st_mtime_ns for k, p in sweep_jobs(sweep).items()}
+    assert finished_before, "the first job never finished"
+    r = cli("experiments.run", "-m", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = sweep_jobs(sweep)
+    assert len(jobs) == 3
+    for k, mtime in finished_before.items():
+        assert (jobs[k] / "metrics.json").stat().st_mtime_ns == mtime  # finished jobs are not rerun
+    for k, job in jobs.items():
+        if k not in finished_before:
+            stages = read_metrics(job)["stages"]
+            assert stages["scores_harm"] in ("cached", "memory") and stages["calibration_harmful"] == "cached"
+    # an uninterrupted sweep gives the same metrics
+    r = cli(
+        "experiments.run",
+        "-m",
+        *TINY,
+        f"output_root={tmp_path / 'fresh'}",
+        "name=resume",
+        "sparsity=0.0,0.01,0.03",
+        f"cache_dir={tmp_path / 'fresh_cache'}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    fresh = sweep_jobs(tmp_path / "fresh" / "sweeps" / "resume")
+    for k in jobs:
+        assert stable(read_metrics(jobs[k])) == stable(read_metrics(fresh[k]))
+
+
+def test_wandb_offline_run_is_written_and_readable(out):
+    r = cli(
+        "experiments.run", *TINY, f"output_root={out}", "logger=wandb", "sparsity=0.02", env={"WANDB_MODE": "offline"}
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (job,) = [p.parent for p in out.rglob("metrics.json")]
+    files = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    from harmcore.tracking import read_wandb_file
+
+    run = read_wandb_file(files[0])
+    history, group = run["history"], run["group"]
+    metrics = read_metrics(job)
+    assert history["harm_nll"] == pytest.approx(metrics["harm_nll"])
+    assert history["sparsity_achieved"] == pytest.approx(metrics["sparsity_achieved"])
+    assert group == "tiny_random/all/signed_snip"
+    assert run["config"]["data"]["n_calibration"] == 4 and run["summary"]["harm_nll"] == history["harm_nll"]
+    # raw generations stay local unless asked for
+    assert not any("generations" in k for k in history)
+
+
+def test_main_job_on_embedded_model(out):
+    """The README's main job (smaller data): real SmolLM2-135M-Instruct, real StrongREJECT prompts."""
+    r = cli(
+        "experiments.run",
+        f"output_root={out}",
+        "data.n_calibration=6",
+        "data.n_eval=6",
+        "data.response_tokens=24",
+        "generation.max_new_tokens=24",
+        "sparsity=0.01",
+        "eval.bootstrap=100",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (job,) = [p.parent for p in out.rglob("metrics.json")]
+    m = read_metrics(job)
+    assert m["model"] == "smollm2_135m_instruct" and m["n_eval"] == 6
+    for key in ("harmfulness", "refusal_rate", "harm_nll", "benign_nll"):
+        assert 0 <= m[key] < 100 and 0 <= m["baseline"][key] < 100
+    assert m["n_pruned"] > 0 and m["harm_nll"] != m["baseline"]["harm_nll"]
+    gens = [json.loads(line) for line in (job / "generations.jsonl").read_text().splitlines()]
+    assert all(g["dense_response"] for g in gens)
+
+
+ONE_LINE_ERRORS = [
+    (["model=llama3_instructt"], "unknown model 'llama3_instructt'. Did you mean 'llama3_instruct'?"),
+    (["scorer=wandaa"], "unknown scorer 'wandaa'. Did you mean 'wanda'?"),
+    (["harm_domain=violense"], "Did you mean 'violence'?"),
+    (["sparsity=2"], "sparsity=2.0 is outside [0, 1)"),
+    (["model.path=/nonexistent/model", "model.builder=null"], "model.path=/nonexistent/model is not a directory"),
+    (["output_root=/proc/harmcore"], "output_root=/proc/harmcore is not writable"),
+    (["harm_domain.categories=[Nothing]"], "match no strongreject prompt"),
+]
+
+
+@pytest.mark.parametrize("args,message", ONE_LINE_ERRORS)
+def test_bad_input_is_one_clear_line(out, args, message):
+    r = cli("experiments.run", *TINY, f"output_root={out}", *args)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], r.stderr[-2000:]
+
+
+def test_unreachable_hub_model_says_how_to_use_a_local_copy(out):
+    r = cli(
+        "experiments.run",
+        "model=llama3_instruct",
+        "model.device=cpu",
+        f"output_root={out}",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "set model.path=/local/dir" in r.stderr
+    failed = list(out.rglob("FAILED"))
+    assert len(failed) == 1 and not list(out.rglob("metrics.json"))
+
+
+def test_aggregate_reports_failed_jobs(out):
+    sweep = out / "sweeps" / "mixed"
+    r = cli("experiments.run", "-m", *TINY, f"output_root={out}", "name=mixed", "sparsity=0.01")
+    assert r.returncode == 0, r.stderr[-2000:]
+    broken = sweep / "tiny_random" / "all" / "signed_snip" / "p=5e-05" / "q=0.5"
+    broken.mkdir()
+    (broken / "FAILED").write_text("RuntimeError: out of memory\n")
+    r = cli("experiments.aggregate", str(sweep))
+    assert r.returncode == 0 and "1 points, 1 failed" in r.stdout
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["problems"][0]["job"].endswith("q=0.5") and "out of memory" in summary["problems"][0]["error"]
+    r = cli("experiments.aggregate", str(out / "nope"))
+    assert r.returncode == 1 and r.stderr.startswith("error: ")

@@ -1,0 +1,77 @@
+"""Every option of every config group composes and validates."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from harmcore.cli import CONF_DIR, options
+from harmcore.config import GROUPS, Config, register_schemas, to_run_config
+from harmcore.errors import HarmcoreError
+
+register_schemas()
+
+
+def composed(overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=False)
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in list(GROUPS) + ["experiment"] for o in options(g)])
+def test_every_option_composes_and_validates(group, option):
+    cfg = composed([f"{group}={option}"])
+    run = to_run_config(cfg)
+    assert isinstance(run, Config)
+    if group in GROUPS:
+        node = getattr(run, group)
+        assert isinstance(node, GROUPS[group])
+        if group in ("model", "harm_domain", "scorer", "eval", "logger"):
+            assert node.name == option  # folders and W&B groups are named after the option
+
+
+def test_paper_models_name_their_counterparts():
+    names = set(options("model"))
+    for name in names:
+        m = to_run_config(composed([f"model={name}"])).model
+        if m.counterpart:
+            assert m.counterpart in names, name
+            partner = to_run_config(composed([f"model={m.counterpart}"])).model
+            assert partner.aligned != m.aligned and partner.family == m.family
+
+
+def test_used_by_command_composes_with_float_sparsity():
+    cfg = composed(["model=llama3_instruct", "scorer=wanda", "sparsity=0.001"])
+    run = to_run_config(cfg)
+    assert run.sparsity == 0.001 and run.model.path == "meta-llama/Llama-3.1-8B-Instruct"
+    assert run.scorer.harm_method == "wanda" and run.model.counterpart == "llama3_base"
+
+
+def test_typo_in_key_fails_at_compose_time():
+    with pytest.raises(Exception, match="n_calibrattion"):
+        composed(["data.n_calibrattion=3"])
+    with pytest.raises(Exception, match="sparsity"):
+        composed(["sparsity=lots"])
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("sparsity=1.5", r"sparsity=1.5 is outside \[0, 1\)"),
+        ("pruning.p=-0.1", r"pruning.p=-0.1 is outside"),
+        ("pruning.ranking=rowwise", "per_matrix, global or per_row"),
+        ("scorer.harm_method=snipp", "scorer.harm_method=snipp"),
+        ("data.n_eval=0", "data.n_eval=0"),
+    ],
+)
+def test_out_of_range_values_are_one_line_errors(override, message):
+    with pytest.raises(HarmcoreError, match=message):
+        to_run_config(composed([override]))
+
+
+def test_defaults_are_documented():
+    text = (CONF_DIR / "config.yaml").read_text()
+    for group in GROUPS:
+        assert f"- {group}:" in text
+    cfg = composed([])
+    assert OmegaConf.select(cfg, "model.name") == "smollm2_135m_instruct"
