@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
+import sys
 import time
 
 import torch
@@ -46,6 +48,22 @@ def timed(fn, repeat: int = 1) -> float:
     return best
 
 
+MODES = {
+    "bare_fwd_bwd": lambda m, t, bs: bare_forward_backward(m, t, bs),
+    "signed_snip": lambda m, t, bs: compute(m, t, "signed_snip", batch_size=bs),
+    "signed_snip_layers_per_pass_1": lambda m, t, bs: compute(m, t, "signed_snip", batch_size=bs, layers_per_pass=1),
+    "snip_abs": lambda m, t, bs: compute(m, t, "snip", batch_size=bs),
+}
+
+
+def peak_rss_of(mode: str, args) -> float:
+    """Peak RSS (GB) of a fresh process that loads the model and runs one mode once."""
+    cmd = [sys.executable, "-m", "benchmarks.scoring", "--model", args.model, "--examples", str(args.examples)]
+    cmd += ["--batch-size", str(args.batch_size), "--only", mode]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_rss_gb"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="smollm2_embedded", choices=["tiny_random", "smollm2_embedded"])
@@ -53,9 +71,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--skip-reference", action="store_true", help="skip the slow per-layer loop")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", choices=list(MODES), help="run one mode once and print its peak RSS (internal)")
+    ap.add_argument("--memory", action="store_true", help="also measure peak RSS per mode in fresh processes")
     args = ap.parse_args()
     model, tok = load(ModelSpec(name=args.model, path="", builder=args.model, dtype="float32", device="cpu"))
     toks = tokenize(tok, examples(args.examples))
+    if args.only:
+        MODES[args.only](model, toks, args.batch_size)
+        print(json.dumps({"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)}))
+        return
     n_tokens = sum(len(t.prompt_ids) + len(t.response_ids) for t in toks)
     bs = args.batch_size
     results = {"model": args.model, "examples": len(toks), "tokens": n_tokens, "layers": len(decoder_layers(model))}
@@ -88,7 +112,8 @@ def main() -> None:
         results["speedup_one_pass_vs_reference"] = round(
             results["reference_layerwise_signed_s"] / results["signed_snip_s"], 2
         )
-    results["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+    if args.memory:
+        results["peak_rss_gb"] = {mode: peak_rss_of(mode, args) for mode in MODES}
     results["threads"] = torch.get_num_threads()
     print(json.dumps(results, indent=2))
     if args.json:

@@ -160,7 +160,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    sparsity: float = 1e-3  # q: fraction of each matrix's top harm weights to prune
+    sparsity: float = 1e-5  # q: fraction of each matrix's top harm weights to prune
     seed: int = 0
     name: str = "default"  # sweep name: outputs/sweeps/<name>/
     output_root: str = "outputs"  # job and sweep folders go below this

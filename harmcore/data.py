@@ -128,6 +128,18 @@ def tokenize(tokenizer, examples: Sequence[Example], spec: FormatSpec = FormatSp
     return out
 
 
+def fitting(tokenizer, examples: Sequence[Example], spec: FormatSpec = FormatSpec()) -> list[Example]:
+    """The examples whose prompt leaves room for at least one response token within max_length."""
+    keep = []
+    for ex in examples:
+        try:
+            tokenize(tokenizer, [ex], spec)
+        except HarmcoreError:
+            continue
+        keep.append(ex)
+    return keep
+
+
 def ensure_tokenized(tokenizer, examples: Sequence, spec: FormatSpec = FormatSpec()) -> list[TokenizedExample]:
     """Accept `Example`s or `TokenizedExample`s; reject an empty list."""
     if len(examples) == 0:

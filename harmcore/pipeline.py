@@ -28,7 +28,7 @@ import torch
 import harmcore
 from harmcore import cache, masking, models, scoring, sources
 from harmcore.config import Config, ModelConfig
-from harmcore.data import Example, FormatSpec, data_hash
+from harmcore.data import Example, FormatSpec, data_hash, fitting
 from harmcore.errors import HarmcoreError
 from harmcore.evals import response_nll
 from harmcore.generation import HFGenerator, Request, Sampling
@@ -175,7 +175,14 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
         benign_calib_prompts, benign_eval = sources.split(benign, d.n_eval, d.n_calibration, d.split_seed)
         answers = generate_cached(lm, benign_calib_prompts, sampling, cfg, "dense", stages, "calibration_benign")
         benign_examples = [Example(p.text, r) for p, r in zip(benign_calib_prompts, answers) if r.strip()]
-    return JobData(harm_examples, benign_examples, harm_eval, benign_eval, dropped)
+    fmt = _fmt(cfg)
+    fit_harm, fit_benign = fitting(lm.tokenizer, harm_examples, fmt), fitting(lm.tokenizer, benign_examples, fmt)
+    too_long = len(harm_examples) - len(fit_harm) + len(benign_examples) - len(fit_benign)
+    if too_long:
+        log.warning("%d calibration examples do not fit data.max_length=%d: left out", too_long, d.max_length)
+    if not fit_harm or not fit_benign:
+        raise HarmcoreError(f"no calibration example fits data.max_length={d.max_length}: raise it")
+    return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped)
 
 
 # ---------------------------------------------------------------------------------------
@@ -268,12 +275,12 @@ def evaluate(lm, cfg: Config, data: JobData, key: str, refs: dict, stages: Stage
         for name, examples in refs.items():
             values = response_nll(lm.model, lm.tokenizer, examples, fmt, cfg.scorer.batch_size)
             lo, hi = bootstrap_ci(values, cfg.eval.bootstrap, seed=cfg.seed)
-            metrics[f"{name}_nll"] = sum(values) / len(values) if values else float("nan")
+            metrics[f"{name}_nll"] = sum(values) / len(values) if values else None  # no reference left
             metrics[f"{name}_nll_ci"] = [lo, hi]
         stages.record(f"nll_{tag}", "computed", time.perf_counter() - start)
     rows = [
-        {"prompt": p.text, "category": p.category, "response": r, "refusal": c[0], "refusal_wei": w[0]}
-        for p, r, c, w in zip(data.harm_eval, responses, corrected, wei)
+        {"prompt": p.text, "category": p.category, "response": r, "harmful": h, "refusal": c[0], "refusal_wei": w[0]}
+        for p, r, h, c, w in zip(data.harm_eval, responses, complied, corrected, wei)
     ]
     return metrics, rows
 
@@ -291,10 +298,10 @@ def reference_sets(lm, cfg: Config, data: JobData, stages: StageLog) -> dict[str
     judge = RefusalKeywordJudge("corrected")
     harm = generate_cached(lm, data.harm_eval, sampling, cfg, "dense", stages, "references_harmful")
     benign = generate_cached(lm, data.benign_eval, sampling, cfg, "dense", stages, "references_benign")
-    return {
-        "harm": [Example(p.text, r) for p, r in zip(data.harm_eval, harm) if r.strip() and not judge.is_refusal(r)[0]],
-        "benign": [Example(p.text, r) for p, r in zip(data.benign_eval, benign) if r.strip()],
-    }
+    fmt = _fmt(cfg)
+    harm_refs = [Example(p.text, r) for p, r in zip(data.harm_eval, harm) if r.strip() and not judge.is_refusal(r)[0]]
+    benign_refs = [Example(p.text, r) for p, r in zip(data.benign_eval, benign) if r.strip()]
+    return {"harm": fitting(lm.tokenizer, harm_refs, fmt), "benign": fitting(lm.tokenizer, benign_refs, fmt)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -414,6 +421,9 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         "stages": stages.status,
         "seconds": {**stages.seconds, "total": round(time.perf_counter() - start, 3)},
     }
+    for name in refs:  # how much more the pruned model loses on each reference set than the dense one
+        if pruned.get(f"{name}_nll") is not None:
+            metrics[f"delta_{name}_nll"] = pruned[f"{name}_nll"] - baseline[f"{name}_nll"]
     cache.atomic_write_json(job_dir / "metrics.json", metrics)
     log.info(
         "q=%g achieved %.2e: harmfulness %.3f -> %.3f, refusal %.3f -> %.3f",

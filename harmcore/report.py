@@ -23,6 +23,7 @@ CURVE_COLUMNS = [
     "model",
     "harm_domain",
     "scorer",
+    "p",
     "sparsity_requested",
     "sparsity_achieved",
     "n_pruned",
@@ -36,6 +37,8 @@ CURVE_COLUMNS = [
     "benign_nll",
     "baseline_harm_nll",
     "baseline_benign_nll",
+    "delta_harm_nll",
+    "delta_benign_nll",
     "job",
 ]
 
@@ -60,6 +63,7 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
                     "model": m.get("model"),
                     "harm_domain": m.get("harm_domain"),
                     "scorer": m.get("scorer"),
+                    "p": m.get("p"),
                     "sparsity_requested": m.get("sparsity_requested"),
                     "sparsity_achieved": m.get("sparsity_achieved"),
                     "n_pruned": m.get("n_pruned"),
@@ -72,6 +76,8 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
                     "harm_nll": m.get("harm_nll"),
                     "benign_nll": m.get("benign_nll"),
                     "baseline_harm_nll": base.get("harm_nll"),
+                    "delta_harm_nll": m.get("delta_harm_nll"),
+                    "delta_benign_nll": m.get("delta_benign_nll"),
                     "baseline_benign_nll": base.get("benign_nll"),
                     "job": rel,
                 }
@@ -80,7 +86,7 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
             problems.append({"job": rel, "status": "failed", "error": (job / "FAILED").read_text()[-2000:]})
         else:
             problems.append({"job": rel, "status": "missing", "error": "no metrics.json (still running or killed)"})
-    points.sort(key=lambda r: (r["model"], r["harm_domain"], r["scorer"], r["sparsity_achieved"]))
+    points.sort(key=lambda r: (r["model"], r["harm_domain"], r["scorer"], r["p"] or 0, r["sparsity_achieved"]))
     return points, problems
 
 
@@ -93,19 +99,21 @@ def _plot(points: list[dict], path: Path) -> None:
     fig, (ax_h, ax_u) = plt.subplots(1, 2, figsize=(10, 4))
     groups: dict[tuple, list[dict]] = {}
     for p in points:
-        groups.setdefault((p["model"], p["harm_domain"], p["scorer"]), []).append(p)
+        groups.setdefault((p["model"], p["harm_domain"], p["scorer"], p["p"]), []).append(p)
     floor = min((p["sparsity_achieved"] for p in points if p["sparsity_achieved"]), default=1e-6) / 3
-    for (model, domain, scorer), pts in groups.items():
+    for (model, domain, scorer, p_frac), pts in groups.items():
         xs = [p["sparsity_achieved"] or floor for p in pts]
-        label = f"{model}/{domain}/{scorer}"
+        label = f"{model}/{domain}/{scorer}/p={p_frac:g}"
         ax_h.plot(xs, [p["harmfulness"] for p in pts], "o-", label=label)
         lo = [p["harmfulness_lo"] for p in pts]
         hi = [p["harmfulness_hi"] for p in pts]
         if all(v is not None for v in lo + hi):
             ax_h.fill_between(xs, lo, hi, alpha=0.2)
         if all(p["benign_nll"] is not None for p in pts):
-            ax_u.plot(xs, [p["benign_nll"] for p in pts], "o-", label=label)
-    for ax, title in ((ax_h, "harmfulness (compliance rate)"), (ax_u, "benign response NLL (utility)")):
+            line = ax_u.plot(xs, [p["benign_nll"] for p in pts], "o--", label=f"{label} benign")[0]
+            if all(p["harm_nll"] is not None for p in pts):
+                ax_u.plot(xs, [p["harm_nll"] for p in pts], "s-", color=line.get_color(), label=f"{label} harm")
+    for ax, title in ((ax_h, "harmfulness (compliance rate)"), (ax_u, "reference NLL: harm (solid), benign (dashed)")):
         ax.set_xscale("log")
         ax.set_xlabel("achieved sparsity (0 plotted at the left edge)")
         ax.set_title(title)
@@ -117,6 +125,53 @@ def _plot(points: list[dict], path: Path) -> None:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _per_prompt_harm(sweep_dir: Path, job: str) -> list[float] | None:
+    path = sweep_dir / job / "generations.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows or any("harmful" not in r for r in rows):
+        return None
+    return [float(r["harmful"]) for r in rows]
+
+
+def curve_summaries(sweep_dir: Path, points: list[dict], n_resamples: int = 1000) -> list[dict]:
+    """s50, AUC and utility at s50 per (model, domain, scorer) curve, bootstrapped over prompts.
+
+    Needs the dense point (achieved sparsity 0) and the same prompts at every point; curves
+    without them are listed with the reason instead of numbers.
+    """
+    from harmcore.compression import CurveError, bootstrap_curve
+
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["model"], p["harm_domain"], p["scorer"], p["p"]), []).append(p)
+    out = []
+    for (model, domain, scorer, p_frac), pts in groups.items():
+        entry = {"model": model, "harm_domain": domain, "scorer": scorer, "p": p_frac, "n_points": len(pts)}
+        per_prompt = [_per_prompt_harm(sweep_dir, p["job"]) for p in pts]
+        if not any(p["sparsity_achieved"] == 0 for p in pts):
+            entry["skipped"] = "no dense point (sparsity 0) in the sweep"
+        elif any(v is None for v in per_prompt) or len({len(v) for v in per_prompt}) != 1:
+            entry["skipped"] = "per-prompt harm scores missing or on different prompts"
+        else:
+            utility = [p["benign_nll"] for p in pts]
+            try:
+                stats = bootstrap_curve(
+                    [p["sparsity_achieved"] for p in pts],
+                    per_prompt,
+                    n_resamples=n_resamples,
+                    utility=utility if all(u is not None for u in utility) else None,
+                )
+            except CurveError as err:
+                entry["skipped"] = str(err)
+            else:
+                entry.update({k: v for k, v in stats.items() if not k.endswith("_samples")})
+                entry["utility"] = "benign_nll"
+        out.append(entry)
+    return out
 
 
 def aggregate(sweep_dir, logger_cfg=None) -> dict:
@@ -138,6 +193,7 @@ def aggregate(sweep_dir, logger_cfg=None) -> dict:
         "n_failed": sum(p["status"] == "failed" for p in problems),
         "n_missing": sum(p["status"] == "missing" for p in problems),
         "problems": problems,
+        "curves": curve_summaries(sweep_dir, points),
         "points": points,
     }
     atomic_write_json(sweep_dir / "summary.json", summary)

@@ -43,6 +43,8 @@ def test_basic_sweep_scores_once_and_writes_curve(out):
     assert (sweep / "curve.png").stat().st_size > 1000
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["n_points"] == 2 and summary["n_failed"] == 0
+    (curve,) = summary["curves"]
+    assert curve["n_prompts"] == 4 and curve["reached"] == (second["harmfulness"] <= 0.5 * first["harmfulness"])
     for job in jobs.values():
         for name in ("provenance.json", "generations.jsonl", "mask.safetensors", ".hydra/config.yaml"):
             assert (job / name).exists(), name

@@ -1,0 +1,76 @@
+"""Run every CPU benchmark, print one table, write benchmarks/results.json.
+
+    python -m benchmarks.run [--model smollm2_embedded|tiny_random] [--examples N]
+
+Each figure is a ratio to a baseline measured in the same run (these machines are noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(module: str, *args: str) -> dict:
+    out = HERE / f".{module}.json"
+    subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args, "--json", str(out)], check=True, stdout=subprocess.DEVNULL
+    )
+    data = json.loads(out.read_text())
+    out.unlink()
+    return data
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default="smollm2_embedded")
+    ap.add_argument("--examples", default="16")
+    args = ap.parse_args()
+    scoring = run("scoring", "--model", args.model, "--examples", args.examples, "--memory")
+    selection = run("selection")
+    results = {"scoring": scoring, "selection": selection}
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(
+        f"scoring: {scoring['model']}, {scoring['examples']} examples, {scoring['tokens']} tokens, "
+        f"{scoring['layers']} layers, {scoring['threads']} threads"
+    )
+    print("| what | seconds | x bare fwd+bwd | peak RSS GB |")
+    print("|---|---|---|---|")
+    rss = scoring.get("peak_rss_gb", {})
+    print(f"| bare forward+backward | {scoring['bare_fwd_bwd_s']:.2f} | 1.00 | {rss.get('bare_fwd_bwd', '')} |")
+    names = {
+        "signed_snip": ("signed SNIP, one pass", "signed_snip"),
+        "snip_abs": ("abs SNIP (per example), one pass", "snip_abs"),
+        "signed_snip_per_example": ("signed SNIP, batch 1", None),
+        "signed_snip_chunked4": ("signed SNIP, 4 layers per pass", None),
+        "wanda": ("Wanda (forward only)", None),
+        "reference_layerwise_signed": ("reference: one layer per pass", None),
+    }
+    for key, (label, mem) in names.items():
+        if f"{key}_s" in scoring:
+            ratio = scoring["ratios_vs_bare_fwd_bwd"][key]
+            print(f"| {label} | {scoring[key + '_s']:.2f} | {ratio:.2f} | {rss.get(mem, '') if mem else ''} |")
+    if "signed_snip_layers_per_pass_1" in rss:
+        print(f"| signed SNIP, 1 layer per pass (memory only) | | | {rss['signed_snip_layers_per_pass_1']} |")
+    if "speedup_one_pass_vs_reference" in scoring:
+        print(
+            f"one pass vs reference loop: {scoring['speedup_one_pass_vs_reference']}x faster, "
+            f"max relative difference {scoring['reference_max_rel_diff']:.1e}"
+        )
+    print(f"\nselection: {selection['matrices']} matrices, {selection['weights']} weights, p = 5e-5")
+    print("| q | per_matrix s | per_row s | global s | concat+topk s | global / concat |")
+    print("|---|---|---|---|---|---|")
+    for r in selection["rows"]:
+        print(
+            f"| {r['q']:g} | {r['per_matrix_s']} | {r['per_row_s']} | {r['global_s']} | "
+            f"{r['baseline_global_concat_topk_s']} | {r['global_vs_baseline']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

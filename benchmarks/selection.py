@@ -1,0 +1,75 @@
+"""Selection speed: per-matrix, per-row and exact global top-k vs a concatenate-and-sort baseline.
+
+Scores are random tensors shaped like a model's prunable matrices (SmolLM2-135M by default:
+210 matrices, 106M weights). The baseline concatenates every score and runs one topk,
+which needs a copy of all scores; the global threshold search does not.
+
+    python -m benchmarks.selection [--layers N] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from harmcore.selection import set_difference
+
+SMOLLM2_BLOCK = {  # (out, in) of one decoder block's linears
+    "q_proj": (576, 576),
+    "k_proj": (192, 576),
+    "v_proj": (192, 576),
+    "o_proj": (576, 576),
+    "gate_proj": (1536, 576),
+    "up_proj": (1536, 576),
+    "down_proj": (576, 1536),
+}
+
+
+def fake_scores(layers: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        f"model.layers.{i}.{name}": torch.randn(shape, generator=gen)
+        for i in range(layers)
+        for name, shape in SMOLLM2_BLOCK.items()
+    }
+
+
+def baseline_global(scores: dict[str, torch.Tensor], q: float) -> int:
+    flat = torch.cat([s.reshape(-1) for s in scores.values()])
+    k = int(q * flat.numel())
+    return int(torch.topk(flat, k, sorted=False).indices.numel()) if k else 0
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--layers", type=int, default=30)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    harm, keep = fake_scores(args.layers, 0), fake_scores(args.layers, 1)
+    n = sum(s.numel() for s in harm.values())
+    rows = []
+    for q in (1e-5, 1e-4, 1e-3, 1e-2):
+        row = {"q": q}
+        for ranking in ("per_matrix", "per_row", "global"):
+            row[f"{ranking}_s"] = round(timed(lambda r=ranking, q=q: set_difference(harm, keep, q, 5e-5, r)), 3)
+        row["baseline_global_concat_topk_s"] = round(timed(lambda q=q: baseline_global(harm, q)), 3)
+        row["global_vs_baseline"] = round(row["global_s"] / row["baseline_global_concat_topk_s"], 2)
+        rows.append(row)
+    result = {"matrices": len(harm), "weights": n, "rows": rows}
+    print(json.dumps(result, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
