@@ -116,3 +116,26 @@ def test_mask_intersection_and_union():
     assert m1.intersect(m2).n_pruned == 0
     assert m1.intersect(m3).indices["a"].tolist() == [5]
     assert m2.union(m3).indices["a"].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_per_row_fast_path_matches_full_sort():
+    gen = torch.Generator().manual_seed(1)
+    scores = {"w": torch.randn(16, 400, generator=gen)}
+    got = idx(set_difference(scores, None, q=0.02, ranking="per_row"), "w")  # k = 8 per row: topk path
+    order = torch.sort(scores["w"], dim=1, descending=True).indices[:, :8]
+    want = (order + torch.arange(16).unsqueeze(1) * 400).reshape(-1).sort().values.tolist()
+    assert got == want
+
+
+def test_global_topk_search_and_candidate_paths_agree(monkeypatch):
+    import harmcore.selection as sel
+
+    gen = torch.Generator().manual_seed(2)
+    scores = {f"m{i}": torch.randn(50, 30, generator=gen).round(decimals=1) for i in range(4)}  # many ties
+    for k in (1, 7, 300, 5999):
+        fast = _global_topk(scores, k)
+        monkeypatch.setattr(sel, "_CANDIDATE_BUDGET", 0)
+        slow = _global_topk(scores, k)
+        monkeypatch.undo()
+        assert all(torch.equal(fast[n], slow[n]) for n in scores)
+        assert sum(v.numel() for v in fast.values()) == k
