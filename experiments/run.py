@@ -5,7 +5,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from harmcore.cli import main_guard, report_job_error
 from harmcore.config import register_schemas, to_run_config
-from harmcore.errors import HarmcoreError
 from harmcore.pipeline import run_job
 
 register_schemas()
@@ -18,7 +17,7 @@ def main(cfg: DictConfig) -> dict | None:
     job_dir = HydraConfig.get().runtime.output_dir
     try:
         return run_job(to_run_config(cfg), job_dir, OmegaConf.to_container(cfg, resolve=True))
-    except HarmcoreError as err:
+    except Exception as err:  # HarmcoreError and anything else: see report_job_error
         report_job_error(err, job_dir)
         return None
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import sys
 import tempfile
 from pathlib import Path
 
 from harmcore.errors import HarmcoreError
+
+log = logging.getLogger("harmcore.cli")
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -55,15 +58,31 @@ def _check_writable(path: Path) -> None:
 FAILED_JOBS: list[str] = []
 
 
-def report_job_error(err: HarmcoreError, job_dir) -> None:
-    """Inside a Hydra job: one line for a single run (exit 1); in a sweep, record and go on."""
+def report_job_error(err: BaseException, job_dir) -> None:
+    """Inside a Hydra job: one line for a single run (exit 1); in a sweep, record and go on.
+
+    A user error (HarmcoreError) in a single run is one line; any other error in a single
+    run propagates with its traceback. In a sweep every failed job gets its FAILED marker
+    and the other jobs go on; the sweep's exit status is non-zero at the end.
+    """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from harmcore.pipeline import write_failed
+
+    if not (Path(job_dir) / "FAILED").exists():
+        write_failed(job_dir, err)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
-        FAILED_JOBS.append(str(job_dir))
-        print(f"error: job {job_dir} failed: {err}", file=sys.stderr)
+        FAILED_JOBS.append(str(Path(job_dir).resolve()))
+        if not isinstance(err, HarmcoreError):
+            log.error("job %s failed", job_dir, exc_info=err)
+        print(
+            f"error: job {job_dir} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
+            file=sys.stderr,
+        )
         return
+    if not isinstance(err, HarmcoreError):
+        raise err
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
 

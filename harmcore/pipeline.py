@@ -352,26 +352,35 @@ def run_job(cfg: Config, job_dir: Path, resolved: dict | None = None) -> dict:
             return done
         log.warning("%s holds results of other settings (config %s): replacing them", job_dir, done.get("config_hash"))
     (job_dir / "FAILED").unlink(missing_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    cache.atomic_write_json(job_dir / "provenance.json", provenance(cfg))
-    mirror = WandbMirror(
-        cfg.logger,
-        job_dir,
-        run_name=f"{cfg.model.name}/{cfg.harm_domain.name}/{cfg.scorer.name}/q={cfg.sparsity:g}",
-        group=f"{cfg.model.name}/{cfg.harm_domain.name}/{cfg.scorer.name}",
-        config=resolved or asdict(cfg),
-    )
+    mirror = None
     try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        cache.atomic_write_json(job_dir / "provenance.json", provenance(cfg))
+        mirror = WandbMirror(
+            cfg.logger,
+            job_dir,
+            run_name=f"{cfg.model.name}/{cfg.harm_domain.name}/{cfg.scorer.name}/q={cfg.sparsity:g}",
+            group=f"{cfg.model.name}/{cfg.harm_domain.name}/{cfg.scorer.name}",
+            config=resolved or asdict(cfg),
+            # A requeued job continues its W&B run instead of starting another one.
+            run_id=hashlib.sha256(f"{job_dir.resolve()}:{chash}".encode()).hexdigest()[:16],
+        )
         metrics, rows = _run_stages(cfg, job_dir, chash)
         mirror.log_final(metrics, rows)
         return metrics
     except BaseException as err:
-        msg = str(err) if isinstance(err, HarmcoreError) else "".join(traceback.format_exception(err))
-        cache.atomic_write_text(job_dir / "FAILED", f"{type(err).__name__}: {msg}\n")
+        write_failed(job_dir, err)
         raise
     finally:
-        mirror.finish()
+        if mirror is not None:
+            mirror.finish()
+
+
+def write_failed(job_dir: Path, err: BaseException) -> None:
+    """The FAILED marker: the error (with its traceback unless it is a user error)."""
+    msg = str(err) if isinstance(err, HarmcoreError) else "".join(traceback.format_exception(err))
+    cache.atomic_write_text(Path(job_dir) / "FAILED", f"{type(err).__name__}: {msg}\n")
 
 
 def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict]]:

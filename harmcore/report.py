@@ -227,6 +227,13 @@ class AggregateCallback(Callback):
         lc = config.get("logger")
         logger_cfg = LoggerConfig(**{k: lc[k] for k in ("name", "project", "entity", "mode")}) if lc else None
         summary = aggregate(sweep_dir, logger_cfg)
+        # Jobs of other processes (submitit) failed there: make the sweep's exit status say so.
+        from harmcore import cli
+
+        for problem in summary["problems"]:
+            path = str((sweep_dir / problem["job"]).resolve())
+            if path not in cli.FAILED_JOBS:
+                cli.FAILED_JOBS.append(path)
         log.info(
             "sweep %s: %d points, %d failed, %d missing -> %s",
             sweep_dir,

@@ -38,7 +38,16 @@ def flatten(d: dict, prefix: str = "") -> dict:
 class WandbMirror:
     """One W&B run per job; a no-op when the logger is `none` or mode is `disabled`."""
 
-    def __init__(self, logger_cfg, job_dir: Path, run_name: str, group: str, config: dict, job_type: str = "prune"):
+    def __init__(
+        self,
+        logger_cfg,
+        job_dir: Path,
+        run_name: str,
+        group: str,
+        config: dict,
+        job_type: str = "prune",
+        run_id: str | None = None,
+    ):
         self.cfg = logger_cfg
         self.run = None
         if logger_cfg.name != "wandb" or logger_cfg.mode == "disabled":
@@ -56,6 +65,8 @@ class WandbMirror:
             job_type=job_type,
             config=strip_secrets(config),
             reinit="finish_previous",
+            id=run_id,
+            resume="allow" if run_id else None,
         )
 
     def log_final(self, metrics: dict, generations: list[dict] | None = None) -> None:

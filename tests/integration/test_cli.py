@@ -215,3 +215,23 @@ def test_aggregate_reports_failed_jobs(out):
     assert summary["problems"][0]["job"].endswith("q=0.5") and "out of memory" in summary["problems"][0]["error"]
     r = cli("experiments.aggregate", str(out / "nope"))
     assert r.returncode == 1 and r.stderr.startswith("error: ")
+
+
+def test_sweep_with_a_failing_job_finishes_the_others_and_exits_nonzero(out):
+    tiny = [a for a in TINY if not a.startswith("model=")]
+    r = cli(
+        "experiments.run",
+        "-m",
+        *tiny,
+        "model=tiny_random,llama3_instruct",
+        "model.device=cpu",
+        f"output_root={out}",
+        "name=failing",
+        "sparsity=0.02",
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    sweep = out / "sweeps" / "failing"
+    assert "set model.path=/local/dir" in next(sweep.rglob("FAILED")).read_text()
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["n_points"] == 1 and summary["n_failed"] == 1
