@@ -161,6 +161,9 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     sparsity: float = 1e-5  # q: fraction of each matrix's top harm weights to prune
+    # Several q in one job (one process, one model load): e.g. one SLURM task per model that
+    # walks its whole curve. Each point goes to <job dir>/q=<q>/. null = just `sparsity`.
+    sparsities: list[float] | None = None
     seed: int = 0
     name: str = "default"  # sweep name: outputs/sweeps/<name>/
     output_root: str = "outputs"  # job and sweep folders go below this
@@ -169,6 +172,8 @@ class Config:
 
     def __post_init__(self) -> None:
         _fraction("sparsity", self.sparsity)
+        for q in self.sparsities or []:
+            _fraction("sparsities", q)
 
 
 GROUPS = {
@@ -186,7 +191,11 @@ GROUPS = {
 def register_schemas() -> None:
     """Register the schemas with Hydra's ConfigStore (as `<group>/schema` and `schema`)."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
+    # "q=<q>" for a one-point job, "q=grid" for a job that walks several q (folder names).
+    if not OmegaConf.has_resolver("harmcore_qdir"):
+        OmegaConf.register_new_resolver("harmcore_qdir", lambda q, qs: "q=grid" if qs else f"q={q}")
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     for group, node in GROUPS.items():

@@ -12,6 +12,7 @@ and a job whose metrics.json matches its config hash is skipped whole.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -340,7 +341,18 @@ def provenance(cfg: Config) -> dict:
 
 
 def run_job(cfg: Config, job_dir: Path, resolved: dict | None = None) -> dict:
-    """Run one (model, domain, scorer, sparsity) job into `job_dir`; return its metrics."""
+    """Run one (model, domain, scorer, sparsity) job into `job_dir`; return its metrics.
+
+    With `cfg.sparsities` set, walk every q in this process (model and scores loaded once)
+    into `job_dir/q=<q>/` and return {"points": [metrics, ...]}.
+    """
+    if cfg.sparsities:
+        points = []
+        for q in cfg.sparsities:
+            point = dataclasses.replace(cfg, sparsity=float(q), sparsities=None)
+            sub = dict(resolved or {}, sparsity=float(q), sparsities=None)
+            points.append(run_job(point, Path(job_dir) / f"q={float(q)}", sub))
+        return {"points": points}
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
     chash = config_hash(cfg)

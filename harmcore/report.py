@@ -43,15 +43,26 @@ CURVE_COLUMNS = [
 ]
 
 
+def _grid_of(job: Path) -> list[float]:
+    from omegaconf import OmegaConf
+
+    try:
+        return list(OmegaConf.load(job / ".hydra" / "config.yaml").get("sparsities") or [])
+    except Exception:  # an unreadable config: report only what was written
+        return []
+
+
 def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
     """(points, problems): one point per finished job, one problem per failed or unfinished job."""
     sweep_dir = Path(sweep_dir)
     points, problems = [], []
-    job_dirs = sorted(
-        {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")}
-        | {p.parent for p in sweep_dir.rglob("metrics.json")}
-        | {p.parent for p in sweep_dir.rglob("FAILED")}
-    )
+    results = {p.parent for p in sweep_dir.rglob("metrics.json")} | {p.parent for p in sweep_dir.rglob("FAILED")}
+    launched = {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")}
+    # A job that walks several q (`sparsities`) keeps its points in subfolders.
+    for job in [j for j in launched if any(j in r.parents for r in results)]:
+        launched.discard(job)
+        launched |= {job / f"q={float(q)}" for q in _grid_of(job)}  # points not written are missing
+    job_dirs = sorted(results | launched)
     for job in job_dirs:
         rel = str(job.relative_to(sweep_dir)) or "."
         if (job / "metrics.json").exists():

@@ -235,3 +235,20 @@ def test_sweep_with_a_failing_job_finishes_the_others_and_exits_nonzero(out):
     assert "set model.path=/local/dir" in next(sweep.rglob("FAILED")).read_text()
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["n_points"] == 1 and summary["n_failed"] == 1
+
+
+def test_grouped_sparsities_walk_the_curve_in_one_job(out):
+    r = cli("experiments.run", "-m", *TINY, f"output_root={out}", "name=grouped", "sparsities=[0.0,0.02]")
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = out / "sweeps" / "grouped"
+    jobs = sweep_jobs(sweep)
+    assert set(jobs) == {"q=0.0", "q=0.02"} and all(j.parent.name == "q=grid" for j in jobs.values())
+    assert sorted(read_metrics(j)["stages"]["scores_harm"] for j in jobs.values()) == ["computed", "memory"]
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["n_points"] == 2 and summary["n_missing"] == 0
+    # the same points as separate jobs give the same metrics
+    r = cli("experiments.run", "-m", *TINY, f"output_root={out}", "name=separate", "sparsity=0.0,0.02")
+    assert r.returncode == 0, r.stderr[-3000:]
+    separate = sweep_jobs(out / "sweeps" / "separate")
+    for k in jobs:
+        assert stable(read_metrics(jobs[k])) == stable(read_metrics(separate[k]))
