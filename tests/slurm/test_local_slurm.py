@@ -279,3 +279,27 @@ def test_requeued_job_resumes_without_recomputing_finished_stages(tmp_path):
     (ref_dir,) = sweep_jobs(tmp_path / "ref" / "sweeps" / "requeue").values()
     assert stable(metrics) == stable(read_metrics(ref_dir))
     assert json.loads((sweep / "summary.json").read_text())["n_points"] == 1
+
+
+def test_grouped_sweep_is_one_task_per_curve(tmp_path):
+    """sparsities=[...]: each model walks its curve in one SLURM task (one model load)."""
+    out = tmp_path / "outputs"
+    r = cli(
+        "experiments.run",
+        *SLURM,
+        *TINY,
+        f"output_root={out}",
+        f"cache_dir={tmp_path / 'cache'}",
+        "name=grouped",
+        "sparsities=[0.0,0.02]",
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = out / "sweeps" / "grouped"
+    ids = slurm_job_ids(sweep)
+    assert len(ids) == 1
+    completed_in_sacct(ids)
+    jobs = sweep_jobs(sweep)
+    assert set(jobs) == {"q=0.0", "q=0.02"}
+    assert sorted(read_metrics(j)["stages"]["scores_harm"] for j in jobs.values()) == ["computed", "memory"]
+    assert json.loads((sweep / "summary.json").read_text())["n_points"] == 2
