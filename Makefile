@@ -1,6 +1,5 @@
 # The two commands of the README: `make run` and `make test` (each installs first).
 PY := .venv/bin/python
-export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install run test bench lint
 install:
@@ -10,9 +9,9 @@ run: install  ## the main job on the embedded default model (offline, CPU, a few
 	$(PY) -m experiments.run $(ARGS)
 
 test: install  ## the test suite (offline)
-	$(PY) -m pytest -q tests $(ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests $(ARGS)
 
-bench: install  ## benchmarks/: scoring, selection, generation; prints a table, writes JSON
+bench: install  ## benchmarks/: scoring, selection (ARGS=--grouping adds sweep granularity); prints tables, writes JSON
 	$(PY) -m benchmarks.run $(ARGS)
 
 lint: install

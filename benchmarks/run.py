@@ -30,10 +30,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default="smollm2_embedded")
     ap.add_argument("--examples", default="16")
+    ap.add_argument("--grouping", action="store_true", help="also time sweep granularity (a few minutes)")
     args = ap.parse_args()
     scoring = run("scoring", "--model", args.model, "--examples", args.examples, "--memory")
     selection = run("selection")
     results = {"scoring": scoring, "selection": selection}
+    if args.grouping:
+        results["sweep_grouping"] = run("sweep_grouping")
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(
         f"scoring: {scoring['model']}, {scoring['examples']} examples, {scoring['tokens']} tokens, "
@@ -69,6 +72,17 @@ def main() -> None:
         print(
             f"| {r['q']:g} | {r['per_matrix_s']} | {r['per_row_s']} | {r['global_s']} | {r['global_topk_only_s']} | "
             f"{r['baseline_global_concat_topk_s']} | {r['global_topk_vs_baseline']} |"
+        )
+
+    if args.grouping:
+        g = results["sweep_grouping"]
+        print(f"\nsweep of {len(g['points'])} points on {g['model']} (wall seconds, ratio to one grouped job)")
+        print("| one process per point (submitit_local) | basic launcher (one process) | grouped sparsities=[...] |")
+        print("|---|---|---|")
+        r = g["ratio_vs_grouped"]
+        print(
+            f"| {g['per_job_processes_s']} ({r['per_job_processes']}x) | {g['basic_launcher_s']} "
+            f"({r['basic_launcher']}x) | {g['grouped_s']} (1.0x) |"
         )
 
 

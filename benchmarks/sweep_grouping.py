@@ -53,8 +53,9 @@ def main() -> None:
             "grouped": [f"sparsities=[{','.join(map(str, grid))}]"],
         }
         for name, extra in modes.items():
+            # Hydra wants -m before a launcher override: the mode's own arguments go first.
             results[f"{name}_s"] = round(
-                run([*common, *extra, f"output_root={tmp}/{name}", f"cache_dir={tmp}/{name}_cache", f"name={name}"]), 2
+                run([*extra, *common, f"output_root={tmp}/{name}", f"cache_dir={tmp}/{name}_cache", f"name={name}"]), 2
             )
     results["ratio_vs_grouped"] = {
         k[:-2]: round(results[k] / results["grouped_s"], 2) for k in list(results) if k.endswith("_s")
