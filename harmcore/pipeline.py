@@ -259,8 +259,9 @@ def evaluate(lm, cfg: Config, data: JobData, key: str, refs: dict, stages: Stage
     g = cfg.generation
     sampling = Sampling(g.max_new_tokens, g.temperature, g.top_p, cfg.seed)
     responses = generate_cached(lm, data.harm_eval, sampling, cfg, key, stages, f"generate_{tag}")
-    corrected = [RefusalKeywordJudge("corrected").is_refusal(r) for r in responses]
-    wei = [RefusalKeywordJudge("wei").is_refusal(r) for r in responses]
+    corrected_judge, wei_judge = RefusalKeywordJudge("corrected"), RefusalKeywordJudge("wei")
+    corrected = [corrected_judge.is_refusal(r) for r in responses]
+    wei = [wei_judge.is_refusal(r) for r in responses]
     headline = corrected if cfg.eval.refusal_mode == "corrected" else wei
     complied = [0.0 if refused else 1.0 for refused, _ in headline]
     lo, hi = bootstrap_ci(complied, cfg.eval.bootstrap, seed=cfg.seed)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harmcore.data import FormatSpec, TokenizedExample, batches, ensure_tokenized
+from harmcore.data import FormatSpec, batches, ensure_tokenized
 from harmcore.errors import HarmcoreError
 from harmcore.models import decoder_layers, layer_index, prunable_linears
 
@@ -275,4 +275,4 @@ def check_finite(scores: dict[str, torch.Tensor], what: str = "scores") -> None:
             )
 
 
-__all__ = ["compute", "response_losses", "check_finite", "METHODS", "FORMULAS", "TokenizedExample"]
+__all__ = ["compute", "response_losses", "check_finite", "METHODS", "FORMULAS"]
