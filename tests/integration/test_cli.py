@@ -24,7 +24,15 @@ def out(tmp_path):
 
 
 def test_basic_sweep_scores_once_and_writes_curve(out):
-    r = cli("experiments.run", "-m", *TINY, f"output_root={out}", "name=basic", "sparsity=0.0,0.02")
+    r = cli(
+        "experiments.run",
+        "-m",
+        *TINY,
+        f"output_root={out}",
+        f"cache_dir={out}/cache",
+        "name=basic",
+        "sparsity=0.0,0.02",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     sweep = out / "sweeps" / "basic"
     jobs = sweep_jobs(sweep)
@@ -238,7 +246,15 @@ def test_sweep_with_a_failing_job_finishes_the_others_and_exits_nonzero(out):
 
 
 def test_grouped_sparsities_walk_the_curve_in_one_job(out):
-    r = cli("experiments.run", "-m", *TINY, f"output_root={out}", "name=grouped", "sparsities=[0.0,0.02]")
+    r = cli(
+        "experiments.run",
+        "-m",
+        *TINY,
+        f"output_root={out}",
+        f"cache_dir={out}/cache",
+        "name=grouped",
+        "sparsities=[0.0,0.02]",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     sweep = out / "sweeps" / "grouped"
     jobs = sweep_jobs(sweep)
