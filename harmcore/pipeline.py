@@ -106,33 +106,58 @@ def _fmt(cfg: Config) -> FormatSpec:
 # Generations (cached)
 
 
+def cached_json(kind: str, meta: dict, compute, cfg: Config, stages: StageLog, stage: str):
+    """`compute()`'s JSON-able result, stored under cache_dir/<kind>/ by the hash of `meta`.
+
+    Locked so that concurrent jobs needing the same entry compute it once; written atomically.
+    """
+    path = cache_dir_of(cfg) / kind / f"{cache.key_of(meta)}.json"
+    start = time.perf_counter()
+    with cache.file_lock(path.with_suffix(".lock")):
+        if path.exists():
+            value = json.loads(path.read_text(encoding="utf-8"))
+            stages.record(stage, "cached", time.perf_counter() - start)
+            return value
+        value = compute()
+        cache.atomic_write_json(path, value)
+    stages.record(stage, "computed", time.perf_counter() - start)
+    return value
+
+
+def _weights_meta(lm: LoadedModel, mask_key: str) -> dict:
+    return {"model": _model_id(lm), "weights": lm.fingerprint, "mask": mask_key}
+
+
 def generate_cached(lm, prompts, sampling: Sampling, cfg: Config, mask_key: str, stages: StageLog, stage: str):
     """Responses of the model (dense or masked, named by `mask_key`) to prompts; cached on disk."""
     meta = {
-        "model": _model_id(lm),
-        "weights": lm.fingerprint,
-        "mask": mask_key,
+        **_weights_meta(lm, mask_key),
         "prompts": hashlib.sha256(json.dumps([p.text for p in prompts]).encode()).hexdigest()[:16],
         "sampling": json.dumps(asdict(sampling), sort_keys=True),
         "prompt_format": lm.spec.prompt_format,
         "backend": cfg.generation.backend,
     }
-    path = cache_dir_of(cfg) / "generations" / f"{cache.key_of(meta)}.jsonl"
-    start = time.perf_counter()
-    with cache.file_lock(path.with_suffix(".lock")):
-        if path.exists():
-            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-            if len(rows) == len(prompts):
-                stages.record(stage, "cached", time.perf_counter() - start)
-                return [r["response"] for r in rows]
+
+    def compute():
         gen = HFGenerator(lm.model, lm.tokenizer, lm.spec.prompt_format, cfg.generation.batch_size)
+        start = time.perf_counter()
         outputs = gen.generate([Request(p.text) for p in prompts], sampling)
-        text = "".join(json.dumps({"prompt": p.text, "response": o}) + "\n" for p, o in zip(prompts, outputs))
-        cache.atomic_write_text(path, text)
-    seconds = time.perf_counter() - start
-    stages.record(stage, "computed", seconds)
-    log.info("%s: %d generations, %.1f tok/s", stage, len(outputs), gen.stats["tokens"] / max(seconds, 1e-9))
-    return outputs
+        rate = gen.stats["tokens"] / max(time.perf_counter() - start, 1e-9)
+        log.info("%s: %d generations, %.1f tok/s", stage, len(outputs), rate)
+        return outputs
+
+    return cached_json("generations", meta, compute, cfg, stages, stage)
+
+
+def nll_cached(lm, examples: list[Example], cfg: Config, mask_key: str, stages: StageLog, stage: str):
+    """Per-example response NLL of the model (dense or masked); cached, so a sweep's baseline is computed once."""
+    fmt = _fmt(cfg)
+    meta = {**_weights_meta(lm, mask_key), "data": data_hash(examples), "format": json.dumps(asdict(fmt))}
+
+    def compute():
+        return response_nll(lm.model, lm.tokenizer, examples, fmt, cfg.scorer.batch_size)
+
+    return cached_json("nll", meta, compute, cfg, stages, stage)
 
 
 # ---------------------------------------------------------------------------------------
@@ -272,14 +297,11 @@ def evaluate(lm, cfg: Config, data: JobData, key: str, refs: dict, stages: Stage
         "refusal_rate_wei": sum(r for r, _ in wei) / len(wei),
     }
     if cfg.eval.response_nll and refs:
-        start = time.perf_counter()
-        fmt = _fmt(cfg)
         for name, examples in refs.items():
-            values = response_nll(lm.model, lm.tokenizer, examples, fmt, cfg.scorer.batch_size)
+            values = nll_cached(lm, examples, cfg, key, stages, f"nll_{name}_{tag}")
             lo, hi = bootstrap_ci(values, cfg.eval.bootstrap, seed=cfg.seed)
             metrics[f"{name}_nll"] = sum(values) / len(values) if values else None  # no reference left
             metrics[f"{name}_nll_ci"] = [lo, hi]
-        stages.record(f"nll_{tag}", "computed", time.perf_counter() - start)
     rows = [
         {"prompt": p.text, "category": p.category, "response": r, "harmful": h, "refusal": c[0], "refusal_wei": w[0]}
         for p, r, h, c, w in zip(data.harm_eval, responses, complied, corrected, wei)
