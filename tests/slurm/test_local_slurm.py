@@ -223,7 +223,7 @@ def test_requeued_job_resumes_without_recomputing_finished_stages(tmp_path):
     out, cache = tmp_path / "outputs", tmp_path / "cache"
     args = [*SLOW, "threads=1", "name=requeue", "sparsity=0.02"]
     sweep = out / "sweeps" / "requeue"
-    generations = lambda: set((cache / "generations").glob("*.jsonl"))  # noqa: E731
+    generations = lambda: set((cache / "generations").glob("*.json"))  # noqa: E731
     with ThreadPoolExecutor(1) as pool:
         # the uninterrupted reference: basic launcher, own cache, beside the SLURM job
         reference = pool.submit(
