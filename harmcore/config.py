@@ -108,17 +108,41 @@ class PruningConfig:
 
 
 @dataclass
+class VLLMEngineConfig:
+    """How a vLLM engine is built (generation.backend=vllm). Does not change results: not in the job hash."""
+
+    max_model_len: int = 2048  # context the KV cache is sized for (lowered to the model's own maximum)
+    tensor_parallel_size: int = 1  # GPUs per engine; >1 runs workers in their own processes
+    gpu_memory_utilization: float = 0.6  # of the GPU; the HF model used for scoring and masking shares it
+    kv_cache_gb: int = 2  # CPU only (VLLM_CPU_KVCACHE_SPACE)
+    enforce_eager: bool | None = None  # null: eager on CPU, CUDA graphs on GPU
+
+    def __post_init__(self) -> None:
+        _positive("generation.vllm.max_model_len", self.max_model_len)
+        _positive("generation.vllm.tensor_parallel_size", self.tensor_parallel_size)
+        _positive("generation.vllm.kv_cache_gb", self.kv_cache_gb)
+        if not (0.0 < self.gpu_memory_utilization <= 1.0):
+            raise HarmcoreError(
+                f"generation.vllm.gpu_memory_utilization={self.gpu_memory_utilization}: use a fraction in (0, 1]"
+            )
+
+
+GENERATION_BACKENDS = ("hf", "vllm")
+
+
+@dataclass
 class GenerationConfig:
-    backend: str = "hf"  # hf (transformers generate)
+    backend: str = "hf"  # hf (transformers generate on the live model) | vllm (one engine per model, in-place swaps)
     max_new_tokens: int = 64  # paper: 256
-    batch_size: int = 32  # prompts per generate call (CPU decoding is memory-bound: bigger batches are faster)
+    batch_size: int = 32  # hf: prompts per generate call (CPU decoding is memory-bound: bigger batches are faster)
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int = 0
+    vllm: VLLMEngineConfig = field(default_factory=VLLMEngineConfig)
 
     def __post_init__(self) -> None:
-        if self.backend != "hf":
-            raise HarmcoreError(f"generation.backend={self.backend}: only hf is available")
+        if self.backend not in GENERATION_BACKENDS:
+            raise HarmcoreError(f"generation.backend={self.backend}: use one of {', '.join(GENERATION_BACKENDS)}")
         _positive("generation.max_new_tokens", self.max_new_tokens)
         _positive("generation.batch_size", self.batch_size)
         if self.temperature < 0:

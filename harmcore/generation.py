@@ -33,7 +33,17 @@ class Request:
 
 
 class Generator(Protocol):
-    def generate(self, requests: list[Request], sampling: Sampling) -> list[str]: ...
+    def generate(self, requests: list[Request], sampling: Sampling) -> list[str]:
+        """One response per request (decoded, special tokens dropped, stripped)."""
+        ...
+
+    def sample(self, requests: list[Request], sampling: Sampling, n: int) -> list[list[str]]:
+        """`n` responses per request."""
+        ...
+
+    def weights_changed(self, names) -> None:
+        """Tell the generator that these parameters of the source model changed (pruned or restored)."""
+        ...
 
 
 def render(tokenizer, prompt: str, prompt_format: str = "chat", prefix: str = "") -> str:
@@ -52,14 +62,22 @@ class HFGenerator:
         self.batch_size = batch_size
         self.stats = {"tokens": 0, "seconds": 0.0}
 
-    @torch.no_grad()
+    def weights_changed(self, names) -> None:
+        """Nothing to do: generation runs on the live model itself."""
+
     def generate(self, requests: list[Request], sampling: Sampling) -> list[str]:
+        return [texts[0] for texts in self.sample(requests, sampling, 1)]
+
+    @torch.no_grad()
+    def sample(self, requests: list[Request], sampling: Sampling, n: int) -> list[list[str]]:
+        if n > 1 and sampling.temperature <= 0:  # greedy: n identical answers
+            return [texts * n for texts in self.sample(requests, sampling, 1)]
         tok = self.tokenizer
         texts = [render(tok, r.prompt, self.prompt_format, r.prefix) for r in requests]
         device = next(self.model.parameters()).device
         pad_side = tok.padding_side
         tok.padding_side = "left"
-        outputs: list[str] = [""] * len(texts)
+        outputs: list[list[str]] = [[] for _ in texts]
         # Longest prompts first: batches of similar length waste less padding.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         start = time.perf_counter()
@@ -70,6 +88,7 @@ class HFGenerator:
                 enc = {k: v.to(device) for k, v in enc.items()}
                 kwargs = dict(
                     max_new_tokens=sampling.max_new_tokens,
+                    num_return_sequences=n,
                     pad_token_id=tok.pad_token_id,
                     eos_token_id=tok.eos_token_id,
                 )
@@ -80,11 +99,11 @@ class HFGenerator:
                     kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
                 out = self.model.generate(**enc, **kwargs)
                 new = out[:, enc["input_ids"].shape[1] :]
-                for row, i in enumerate(idx):
+                for row in range(new.shape[0]):  # n rows per prompt, in prompt order
                     ids = new[row]
-                    n = int((ids != tok.pad_token_id).sum()) if tok.pad_token_id is not None else len(ids)
-                    self.stats["tokens"] += n
-                    outputs[i] = tok.decode(ids, skip_special_tokens=True).strip()
+                    count = int((ids != tok.pad_token_id).sum()) if tok.pad_token_id is not None else len(ids)
+                    self.stats["tokens"] += count
+                    outputs[idx[row // n]].append(tok.decode(ids, skip_special_tokens=True).strip())
         finally:
             tok.padding_side = pad_side
         self.stats["seconds"] += time.perf_counter() - start

@@ -32,7 +32,7 @@ from harmcore.config import Config, ModelConfig
 from harmcore.data import Example, FormatSpec, data_hash, fitting
 from harmcore.errors import HarmcoreError
 from harmcore.evals import response_nll
-from harmcore.generation import HFGenerator, Request, Sampling
+from harmcore.generation import Generator, HFGenerator, Request, Sampling
 from harmcore.judges.refusal import RefusalKeywordJudge
 from harmcore.selection import Mask, set_difference
 from harmcore.stats import bootstrap_ci
@@ -67,10 +67,23 @@ class StageLog:
 # process, so the model is loaded once and scores are read once per sweep.
 _LOADED: dict[str, LoadedModel] = {}
 _SCORES: dict[str, dict[str, torch.Tensor]] = {}
+_ENGINES: dict[str, Generator] = {}  # vLLM engines, one per (model, engine settings)
 
 
 def cache_dir_of(cfg: Config) -> Path:
     return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else models.default_cache_dir()
+
+
+def _model_spec(spec: ModelConfig) -> models.ModelSpec:
+    return models.ModelSpec(
+        name=spec.name,
+        path=spec.path,
+        revision=spec.revision,
+        builder=spec.builder,
+        dtype=spec.dtype,
+        device=spec.device,
+        trust_remote_code=spec.trust_remote_code,
+    )
 
 
 def get_model(spec: ModelConfig, cache_dir: Path) -> LoadedModel:
@@ -78,17 +91,9 @@ def get_model(spec: ModelConfig, cache_dir: Path) -> LoadedModel:
     if key not in _LOADED:
         _LOADED.clear()  # one model in memory at a time
         _SCORES.clear()
-        mspec = models.ModelSpec(
-            name=spec.name,
-            path=spec.path,
-            revision=spec.revision,
-            builder=spec.builder,
-            dtype=spec.dtype,
-            device=spec.device,
-            trust_remote_code=spec.trust_remote_code,
-        )
+        close_engines()
         start = time.perf_counter()
-        model, tok = models.load(mspec, cache_dir)
+        model, tok = models.load(_model_spec(spec), cache_dir)
         _LOADED[key] = LoadedModel(model, tok, spec, models.fingerprint(model))
         log.info("loaded %s in %.1fs", spec.name, time.perf_counter() - start)
     return _LOADED[key]
@@ -96,6 +101,44 @@ def get_model(spec: ModelConfig, cache_dir: Path) -> LoadedModel:
 
 def _model_id(lm: LoadedModel) -> str:
     return f"{lm.spec.path or lm.spec.builder}@{lm.spec.revision or 'default'}"
+
+
+def close_engines() -> None:
+    """Shut down every vLLM engine this process started."""
+    while _ENGINES:
+        _ENGINES.popitem()[1].close()
+
+
+def get_generator(lm: LoadedModel, cfg: Config, stages: StageLog) -> Generator:
+    """The job's generator: HF on the live model, or this process's vLLM engine for the model.
+
+    A vLLM engine is started once per model and settings and serves every job of a sweep
+    in this process; it follows the HF model's weights through `weights_changed`.
+    """
+    g = cfg.generation
+    if g.backend == "hf":
+        return HFGenerator(lm.model, lm.tokenizer, lm.spec.prompt_format, g.batch_size)
+    from harmcore import vllm_backend
+
+    spec = lm.spec
+    settings = vllm_backend.EngineSettings(
+        dtype=spec.dtype,
+        seed=cfg.seed,
+        trust_remote_code=spec.trust_remote_code,
+        **asdict(g.vllm),
+    )
+    key = json.dumps([asdict(spec), asdict(settings)], sort_keys=True)
+    start = time.perf_counter()
+    if key in _ENGINES:
+        stages.status.setdefault("vllm_engine", "reused")
+        return _ENGINES[key]
+    close_engines()
+    path = models.source_path(_model_spec(spec), cache_dir_of(cfg))
+    engine = vllm_backend.VLLMGenerator(path, lm.tokenizer, lm.model, spec.prompt_format, settings, spec.revision)
+    _ENGINES[key] = engine
+    stages.record("vllm_engine", "started", time.perf_counter() - start)
+    log.info("vLLM engine for %s started in %.1fs", spec.name, engine.startup_seconds)
+    return engine
 
 
 def _fmt(cfg: Config) -> FormatSpec:
@@ -139,10 +182,10 @@ def generate_cached(lm, prompts, sampling: Sampling, cfg: Config, mask_key: str,
     }
 
     def compute():
-        gen = HFGenerator(lm.model, lm.tokenizer, lm.spec.prompt_format, cfg.generation.batch_size)
-        start = time.perf_counter()
+        gen = get_generator(lm, cfg, stages)
+        tokens, start = gen.stats["tokens"], time.perf_counter()
         outputs = gen.generate([Request(p.text) for p in prompts], sampling)
-        rate = gen.stats["tokens"] / max(time.perf_counter() - start, 1e-9)
+        rate = (gen.stats["tokens"] - tokens) / max(time.perf_counter() - start, 1e-9)
         log.info("%s: %d generations, %.1f tok/s", stage, len(outputs), rate)
         return outputs
 
@@ -337,6 +380,7 @@ def config_hash(cfg: Config) -> str:
     d = asdict(cfg)
     for k in ("logger", "output_root", "cache_dir", "threads", "name"):
         d.pop(k, None)
+    d["generation"].pop("vllm", None)  # how the engine is built, not what it computes
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -423,6 +467,7 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
     start = time.perf_counter()
     lm = get_model(cfg.model, cache_dir_of(cfg))
     stages.record("load_model", "done", time.perf_counter() - start)
+    gen = get_generator(lm, cfg, stages)  # a vLLM engine that cannot start fails the job here, not half-way
     data = prepare_data(lm, cfg, stages)
     harm = scores_cached(lm, data.harm_calibration, cfg.scorer.harm_method, cfg, stages, "scores_harm")
     preserve = None
@@ -437,10 +482,13 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
     refs = reference_sets(lm, cfg, data, stages)
     baseline, base_rows = evaluate(lm, cfg, data, "dense", refs, stages, "dense")
     handle = masking.apply(lm.model, mask)
+    changed = [f"{name}.weight" for name, idx in mask.indices.items() if idx.numel()]
+    gen.weights_changed(changed)
     try:
         pruned, rows = evaluate(lm, cfg, data, mask_key(mask), refs, stages, "pruned")
     finally:
         masking.restore(lm.model, handle)
+        gen.weights_changed(changed)
     for row, base in zip(rows, base_rows):
         row["dense_response"] = base["response"]
     cache.atomic_write_text(job_dir / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
