@@ -1,6 +1,6 @@
 """Run every CPU benchmark, print one table, write benchmarks/results.json.
 
-    python -m benchmarks.run [--model smollm2_embedded|tiny_random] [--examples N]
+    python -m benchmarks.run [--model smollm2_embedded|tiny_random] [--examples N] [--grouping]
 
 Each figure is a ratio to a baseline measured in the same run (these machines are noisy).
 """
@@ -34,7 +34,8 @@ def main() -> None:
     args = ap.parse_args()
     scoring = run("scoring", "--model", args.model, "--examples", args.examples, "--memory")
     selection = run("selection")
-    results = {"scoring": scoring, "selection": selection}
+    generation = run("generation", "--model", args.model)
+    results = {"scoring": scoring, "selection": selection, "generation": generation}
     if args.grouping:
         results["sweep_grouping"] = run("sweep_grouping")
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -73,6 +74,15 @@ def main() -> None:
             f"| {r['q']:g} | {r['per_matrix_s']} | {r['per_row_s']} | {r['global_s']} | {r['global_topk_only_s']} | "
             f"{r['baseline_global_concat_topk_s']} | {r['global_topk_vs_baseline']} |"
         )
+
+    g = generation
+    print(f"\ngeneration: {g['model']} on {g['device']}, {g['prompts']} prompts x {g['new_tokens']} new tokens, greedy")
+    print("| HF tok/s | vLLM tok/s | vLLM / HF | engine start s | checkpoint write s | mask swap s | swap / start |")
+    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| {g['hf_tok_s']:.0f} | {g['vllm_tok_s']:.0f} | {g['vllm_vs_hf']:.2f} | {g['engine_start_s']:.2f} | "
+        f"{g['checkpoint_write_s']:.2f} | {g['swap_s']:.3f} | {g['swap_vs_engine_start']:.3f} |"
+    )
 
     if args.grouping:
         g = results["sweep_grouping"]
