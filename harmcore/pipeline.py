@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import harmcore
-from harmcore import cache, masking, models, scoring, sources
+from harmcore import cache, locations, masking, models, scoring, sources
 from harmcore.config import Config, ModelConfig
 from harmcore.data import Example, FormatSpec, data_hash, fitting
 from harmcore.errors import HarmcoreError
@@ -433,6 +433,7 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
     t = time.perf_counter()
     mask = set_difference(harm, preserve, cfg.sparsity, cfg.pruning.p, cfg.pruning.ranking)
     masking.save(mask, job_dir / "mask.safetensors")
+    locations.write(mask, job_dir, title=f"{cfg.model.name} q={cfg.sparsity:g}: {mask.n_pruned} pruned")
     stages.record("select", "computed", time.perf_counter() - t)
     refs = reference_sets(lm, cfg, data, stages)
     baseline, base_rows = evaluate(lm, cfg, data, "dense", refs, stages, "dense")

@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+from harmcore import locations
 from harmcore.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
 from harmcore.errors import HarmcoreError
 
@@ -191,6 +192,8 @@ def aggregate(sweep_dir, logger_cfg=None) -> dict:
     if not sweep_dir.is_dir():
         raise HarmcoreError(f"{sweep_dir} is not a folder: pass the sweep folder (outputs/sweeps/<name>)")
     points, problems = collect(sweep_dir)
+    for p in points:  # per-point heat maps of where the pruned weights are (jobs written before they existed)
+        locations.write_for_job(sweep_dir / p["job"])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CURVE_COLUMNS)
     writer.writeheader()
