@@ -31,7 +31,7 @@ class ModelConfig:
     name: str = "???"  # short name: output folders, W&B groups
     path: str = ""  # hub id or local folder (set this to a local copy when offline)
     revision: str | None = None  # hub branch/tag/commit; pin it for reproducible caches
-    builder: str | None = None  # tiny_random | smollm2_embedded: built locally, `path` unused
+    builder: str | None = None  # tiny_random | tiny_random_seed1 | smollm2_embedded: built locally, `path` unused
     dtype: str = "float32"  # float32 on CPU; bfloat16 on GPU
     device: str = "auto"  # auto picks cuda when visible
     trust_remote_code: bool = False  # never on unless you trust the repository's code
@@ -68,6 +68,12 @@ class DataConfig:
     max_length: int = 256  # prompt + response tokens per calibration example
     response_tokens: int = 64  # new tokens when the model writes its own calibration responses
     drop_refusals: bool = True  # drop self-generated harmful responses that the judge calls refusals
+    # The model that writes the calibration responses (harmful, and benign for benign_source=builtin);
+    # null = the job's own model. A pair sweep names one member so both are scored on identical text.
+    responses_from: ModelConfig | None = None
+    # A JSONL of {"prompt", "response"} harmful calibration examples (e.g. from experiments.generate_data)
+    # used instead of generated ones; prompts that are also evaluation prompts are left out.
+    harm_path: str | None = None
 
     def __post_init__(self) -> None:
         _positive("data.n_calibration", self.n_calibration)
@@ -169,6 +175,9 @@ class Config:
     output_root: str = "outputs"  # job and sweep folders go below this
     cache_dir: str | None = None  # content-addressed cache; null = $HARMCORE_CACHE or ~/.cache/harmcore
     threads: int | None = None  # torch CPU threads; null = torch default
+    # Model config names in order for the pair/ladder report (least aligned first);
+    # null = within each model family, unaligned models before aligned ones.
+    ladder: list[str] | None = None
 
     def __post_init__(self) -> None:
         _fraction("sparsity", self.sparsity)

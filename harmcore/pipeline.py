@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import harmcore
-from harmcore import cache, locations, masking, models, scoring, sources
+from harmcore import cache, calibration_data, locations, masking, models, scoring, sources
 from harmcore.config import Config, ModelConfig
 from harmcore.data import Example, FormatSpec, data_hash, fitting
 from harmcore.errors import HarmcoreError
@@ -67,6 +67,8 @@ class StageLog:
 # process, so the model is loaded once and scores are read once per sweep.
 _LOADED: dict[str, LoadedModel] = {}
 _SCORES: dict[str, dict[str, torch.Tensor]] = {}
+# A second slot for the model that writes calibration responses (data.responses_from).
+_RESPONDER: dict[str, LoadedModel] = {}
 
 
 def cache_dir_of(cfg: Config) -> Path:
@@ -78,20 +80,40 @@ def get_model(spec: ModelConfig, cache_dir: Path) -> LoadedModel:
     if key not in _LOADED:
         _LOADED.clear()  # one model in memory at a time
         _SCORES.clear()
-        mspec = models.ModelSpec(
-            name=spec.name,
-            path=spec.path,
-            revision=spec.revision,
-            builder=spec.builder,
-            dtype=spec.dtype,
-            device=spec.device,
-            trust_remote_code=spec.trust_remote_code,
-        )
-        start = time.perf_counter()
-        model, tok = models.load(mspec, cache_dir)
-        _LOADED[key] = LoadedModel(model, tok, spec, models.fingerprint(model))
-        log.info("loaded %s in %.1fs", spec.name, time.perf_counter() - start)
+        _LOADED[key] = _load(spec, cache_dir)
     return _LOADED[key]
+
+
+def responder(lm: LoadedModel, cfg: Config) -> LoadedModel:
+    """The model that writes calibration responses: the job's own, or `data.responses_from`.
+
+    Another model is held in a second slot for the process (its answers are cached, but
+    their cache key needs its weights' fingerprint, so it is loaded once per process).
+    """
+    spec = cfg.data.responses_from
+    if spec is None or asdict(spec) == asdict(lm.spec):
+        return lm
+    key = json.dumps(asdict(spec), sort_keys=True)
+    if key not in _RESPONDER:
+        _RESPONDER.clear()
+        _RESPONDER[key] = _load(spec, cache_dir_of(cfg))
+    return _RESPONDER[key]
+
+
+def _load(spec: ModelConfig, cache_dir: Path) -> LoadedModel:
+    mspec = models.ModelSpec(
+        name=spec.name,
+        path=spec.path,
+        revision=spec.revision,
+        builder=spec.builder,
+        dtype=spec.dtype,
+        device=spec.device,
+        trust_remote_code=spec.trust_remote_code,
+    )
+    start = time.perf_counter()
+    model, tok = models.load(mspec, cache_dir)
+    log.info("loaded %s in %.1fs", spec.name, time.perf_counter() - start)
+    return LoadedModel(model, tok, spec, models.fingerprint(model))
 
 
 def _model_id(lm: LoadedModel) -> str:
@@ -171,6 +193,7 @@ class JobData:
     harm_eval: list[sources.Prompt]
     benign_eval: list[sources.Prompt]
     n_harm_dropped: int = 0
+    responses_from: str = ""  # the model that wrote the calibration responses (or the file they came from)
 
 
 def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
@@ -178,14 +201,20 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     harmful = sources.harmful_prompts(dom.source, dom.path, dom.categories)
     harm_calib, harm_eval = sources.split(harmful, d.n_eval, d.n_calibration, d.split_seed)
     sampling = Sampling(max_new_tokens=d.response_tokens, temperature=0.0)
-    responses = generate_cached(lm, harm_calib, sampling, cfg, "dense", stages, "calibration_harmful")
-    judge = RefusalKeywordJudge("corrected")
-    harm_examples, dropped = [], 0
-    for p, r in zip(harm_calib, responses):
-        if not r.strip() or (d.drop_refusals and judge.is_refusal(r)[0]):
-            dropped += 1
-            continue
-        harm_examples.append(Example(p.text, r, p.category))
+    writer = responder(lm, cfg)
+    if d.harm_path:  # no evaluation prompt is ever used for scoring
+        from_file = calibration_data.read_examples(d.harm_path)
+        harm_examples, dropped = calibration_data.without_prompts(from_file, [p.text for p in harm_eval])
+        harm_examples = harm_examples[: d.n_calibration]
+    else:
+        responses = generate_cached(writer, harm_calib, sampling, cfg, "dense", stages, "calibration_harmful")
+        judge = RefusalKeywordJudge("corrected")
+        harm_examples, dropped = [], 0
+        for p, r in zip(harm_calib, responses):
+            if not r.strip() or (d.drop_refusals and judge.is_refusal(r)[0]):
+                dropped += 1
+                continue
+            harm_examples.append(Example(p.text, r, p.category))
     if not harm_examples:
         raise HarmcoreError(
             f"all {len(harm_calib)} self-generated harmful responses were refusals or empty: "
@@ -199,7 +228,7 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     else:
         benign = sources.benign_builtin()
         benign_calib_prompts, benign_eval = sources.split(benign, d.n_eval, d.n_calibration, d.split_seed)
-        answers = generate_cached(lm, benign_calib_prompts, sampling, cfg, "dense", stages, "calibration_benign")
+        answers = generate_cached(writer, benign_calib_prompts, sampling, cfg, "dense", stages, "calibration_benign")
         benign_examples = [Example(p.text, r) for p, r in zip(benign_calib_prompts, answers) if r.strip()]
     fmt = _fmt(cfg)
     fit_harm, fit_benign = fitting(lm.tokenizer, harm_examples, fmt), fitting(lm.tokenizer, benign_examples, fmt)
@@ -208,7 +237,8 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
         log.warning("%d calibration examples do not fit data.max_length=%d: left out", too_long, d.max_length)
     if not fit_harm or not fit_benign:
         raise HarmcoreError(f"no calibration example fits data.max_length={d.max_length}: raise it")
-    return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped)
+    source = d.harm_path or writer.spec.name
+    return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped, source)
 
 
 # ---------------------------------------------------------------------------------------
@@ -445,6 +475,10 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
     for row, base in zip(rows, base_rows):
         row["dense_response"] = base["response"]
     cache.atomic_write_text(job_dir / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    if refs:  # per-example reference losses (nats/token, from the cache) for bootstrap CIs in sweep reports
+        keys = {"dense": "dense", "pruned": mask_key(mask)}
+        nll = {t: {n: nll_cached(lm, x, cfg, k, StageLog(), "") for n, x in refs.items()} for t, k in keys.items()}
+        cache.atomic_write_json(job_dir / "reference_nll.json", nll)
     metrics = {
         "config_hash": chash,
         "model": cfg.model.name,
@@ -456,6 +490,11 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         "n_prunable": mask.n_total,
         "p": cfg.pruning.p,
         "ranking": cfg.pruning.ranking,
+        "model_aligned": cfg.model.aligned,
+        "model_family": cfg.model.family,
+        "model_counterpart": cfg.model.counterpart,
+        "ladder": cfg.ladder,
+        "calibration_responses_from": data.responses_from,
         **pruned,
         "baseline": baseline,
         "n_eval": len(data.harm_eval),

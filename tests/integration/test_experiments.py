@@ -1,0 +1,78 @@
+"""The paper's experiment configs end to end on tiny models; report files checked against per-job metrics."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from safetensors import safe_open
+
+from harmcore.compression import curve_stats
+from tests.integration.helpers import TINY, cli, read_metrics
+
+TINY_DATA = [a for a in TINY if not a.startswith("model=")]
+
+
+def jobs_of(sweep: Path) -> list[dict]:
+    out = []
+    for path in sorted(sweep.rglob("metrics.json")):
+        m = read_metrics(path.parent)
+        m["_dir"] = path.parent
+        out.append(m)
+    return out
+
+
+def test_compression_pairs_identical_calibration_and_report(tmp_path):
+    out = tmp_path / "out"
+    r = cli(
+        "experiments.run",
+        "experiment=compression_pairs",
+        *TINY_DATA,
+        "sparsities=[0.0,0.001,0.01,0.1]",
+        f"output_root={out}",
+        f"cache_dir={out}/cache",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = out / "sweeps" / "pairs_tiny"
+    jobs = jobs_of(sweep)
+    assert sorted({m["model"] for m in jobs}) == ["tiny_random", "tiny_random_instruct"] and len(jobs) == 8
+    assert {m["calibration_responses_from"] for m in jobs} == {"tiny_random_instruct"}
+    # both members were scored on the same calibration examples: their harm score files name one data hash
+    metas = []
+    for f in sorted((out / "cache" / "scores").glob("signed_snip-*.safetensors")):
+        with safe_open(str(f), "pt") as st:
+            metas.append(st.metadata())
+    assert len(metas) == 2 and metas[0]["data"] == metas[1]["data"] and metas[0]["weights"] != metas[1]["weights"]
+    for m in jobs:  # where the pruned weights are, in every job folder
+        with open(m["_dir"] / "locations.csv") as f:
+            assert list(csv.reader(f))[-1][-1] == str(m["n_pruned"])
+        assert (m["_dir"] / "locations.png").exists()
+        nll = json.loads((m["_dir"] / "reference_nll.json").read_text())
+        assert sum(nll["pruned"]["harm"]) / len(nll["pruned"]["harm"]) == pytest.approx(m["harm_nll"])
+        assert sum(nll["dense"]["benign"]) / len(nll["dense"]["benign"]) == pytest.approx(m["baseline"]["benign_nll"])
+
+    report = json.loads((sweep / "pairs.json").read_text())
+    (setting,) = report["settings"]
+    assert setting["ladder"] == ["tiny_random", "tiny_random_instruct"]  # unaligned first
+    with open(sweep / "pairs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    for member in setting["members"]:
+        mine = sorted((m for m in jobs if m["model"] == member["model"]), key=lambda m: m["sparsity_achieved"])
+        curve = member["curve"]
+        assert curve["s"] == [m["sparsity_achieved"] for m in mine]
+        assert curve["harmfulness"] == pytest.approx([m["harmfulness"] for m in mine])
+        assert curve["benign_nll"] == pytest.approx([m["benign_nll"] for m in mine])
+        expected = curve_stats(curve["s"], [m["harmfulness"] for m in mine], [m["benign_nll"] for m in mine])
+        row = next(r for r in rows if r["model"] == member["model"] and r["measure"] == "harmfulness")
+        assert float(row["auc"]) == pytest.approx(expected.auc)
+        assert (row["s50"] == "") == (expected.s50 is None)
+        if expected.s50 is not None:
+            assert float(row["s50"]) == pytest.approx(expected.s50)
+    ratio = next(r for r in rows if r["model"] == "tiny_random_instruct" and r["measure"] == "harm_likelihood")
+    base = next(r for r in rows if r["model"] == "tiny_random" and r["measure"] == "harm_likelihood")
+    if base["s50"] and ratio["s50"]:
+        assert float(ratio["ratio"]) == pytest.approx(float(base["s50"]) / float(ratio["s50"]))
+    else:
+        assert ratio["ratio"] == ""
+    assert (sweep / "pairs.png").stat().st_size > 1000
