@@ -26,6 +26,10 @@ def options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 
 
+# Plain keys whose values name options of a config group.
+OPTION_KEYS = {"eval_domain": "harm_domain", "intersect_domains": "harm_domain"}
+
+
 def check_argv(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
     groups = {p.name for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra"}
     for arg in argv:
@@ -33,9 +37,10 @@ def check_argv(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
-        if key in groups:
-            valid = options(key, conf_dir)
-            for v in value.split(","):
+        group = key if key in groups else OPTION_KEYS.get(key)
+        if group:
+            valid = options(group, conf_dir)
+            for v in value.strip("[]").split(","):
                 if v and v != "null" and v not in valid:
                     close = difflib.get_close_matches(v, valid, n=1)
                     hint = f" Did you mean {close[0]!r}?" if close else ""

@@ -178,6 +178,12 @@ class Config:
     # Model config names in order for the pair/ladder report (least aligned first);
     # null = within each model family, unaligned models before aligned ones.
     ladder: list[str] | None = None
+    # Cross-domain: evaluate on this harm_domain option instead of harm_domain (null = the same);
+    # prompts that also belong to harm_domain are removed from the evaluation set.
+    eval_domain: str | None = None
+    # Prune only the weights that the masks of ALL these harm_domain options share (each scored on
+    # its own calibration prompts; same q, p and preserve scores); null = harm_domain's own mask.
+    intersect_domains: list[str] | None = None
 
     def __post_init__(self) -> None:
         _fraction("sparsity", self.sparsity)

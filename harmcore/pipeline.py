@@ -13,6 +13,7 @@ and a job whose metrics.json matches its config hash is skipped whole.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 
 import harmcore
-from harmcore import cache, calibration_data, locations, masking, models, scoring, sources
+from harmcore import cache, calibration_data, crossdomain, locations, masking, models, scoring, sources
 from harmcore.config import Config, ModelConfig
 from harmcore.data import Example, FormatSpec, data_hash, fitting
 from harmcore.errors import HarmcoreError
@@ -194,12 +195,16 @@ class JobData:
     benign_eval: list[sources.Prompt]
     n_harm_dropped: int = 0
     responses_from: str = ""  # the model that wrote the calibration responses (or the file they came from)
+    n_eval_overlap_removed: int = 0  # eval_domain prompts left out because they belong to the scoring domain
 
 
 def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     dom, d = cfg.harm_domain, cfg.data
     harmful = sources.harmful_prompts(dom.source, dom.path, dom.categories)
     harm_calib, harm_eval = sources.split(harmful, d.n_eval, d.n_calibration, d.split_seed)
+    n_overlap = 0
+    if cfg.eval_domain:
+        harm_eval, n_overlap = crossdomain.eval_prompts(dom, crossdomain.domain_config(cfg.eval_domain), d)
     sampling = Sampling(max_new_tokens=d.response_tokens, temperature=0.0)
     writer = responder(lm, cfg)
     if d.harm_path:  # no evaluation prompt is ever used for scoring
@@ -238,7 +243,7 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     if not fit_harm or not fit_benign:
         raise HarmcoreError(f"no calibration example fits data.max_length={d.max_length}: raise it")
     source = d.harm_path or writer.spec.name
-    return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped, source)
+    return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap)
 
 
 # ---------------------------------------------------------------------------------------
@@ -293,6 +298,27 @@ def _load_or_compute_scores(lm, examples, method, cfg, path, meta, stages, stage
         stages.record(stage, "computed", time.perf_counter() - start)
         log.info("%s: %s scores computed in %.1fs -> %s", stage, method, time.perf_counter() - start, path)
     return scores
+
+
+def shared_mask(lm, cfg: Config, preserve, stages: StageLog) -> tuple[Mask, list[int], list[str]]:
+    """The weights pruned by the set-difference mask of EVERY domain in `cfg.intersect_domains`.
+
+    Each domain is scored on its own calibration examples with the job's q, p, ranking and
+    preserve scores. Returns the intersection, each domain's own mask size (weights), and
+    the calibration prompts used (to keep them out of the evaluation).
+    """
+    masks, used = [], []
+    for name in cfg.intersect_domains:
+        sub = dataclasses.replace(
+            cfg, harm_domain=crossdomain.domain_config(name), eval_domain=None, intersect_domains=None
+        )
+        data = prepare_data(lm, sub, StageLog())
+        harm = scores_cached(lm, data.harm_calibration, cfg.scorer.harm_method, sub, stages, f"scores_harm_{name}")
+        masks.append(set_difference(harm, preserve, cfg.sparsity, cfg.pruning.p, cfg.pruning.ranking))
+        used += [e.prompt for e in data.harm_calibration]
+    shared = functools.reduce(Mask.intersect, masks)
+    shared.meta.update(masks[0].meta, op="intersection", domains=",".join(cfg.intersect_domains))
+    return shared, [m.n_pruned for m in masks], used
 
 
 def mask_key(mask: Mask) -> str:
@@ -462,6 +488,11 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         )
     t = time.perf_counter()
     mask = set_difference(harm, preserve, cfg.sparsity, cfg.pruning.p, cfg.pruning.ranking)
+    shared_sizes = None
+    if cfg.intersect_domains:
+        mask, shared_sizes, used = shared_mask(lm, cfg, preserve, stages)
+        banned = {calibration_data.normalise(t) for t in used}  # never evaluate on any domain's calibration prompt
+        data.harm_eval = [p for p in data.harm_eval if calibration_data.normalise(p.text) not in banned]
     masking.save(mask, job_dir / "mask.safetensors")
     locations.write(mask, job_dir, title=f"{cfg.model.name} q={cfg.sparsity:g}: {mask.n_pruned} pruned")
     stages.record("select", "computed", time.perf_counter() - t)
@@ -495,6 +526,10 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         "model_counterpart": cfg.model.counterpart,
         "ladder": cfg.ladder,
         "calibration_responses_from": data.responses_from,
+        "eval_domain": cfg.eval_domain,
+        "n_eval_overlap_removed": data.n_eval_overlap_removed,
+        "intersect_domains": cfg.intersect_domains,
+        "intersect_domain_sizes": shared_sizes,
         **pruned,
         "baseline": baseline,
         "n_eval": len(data.harm_eval),

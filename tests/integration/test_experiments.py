@@ -76,3 +76,73 @@ def test_compression_pairs_identical_calibration_and_report(tmp_path):
     else:
         assert ratio["ratio"] == ""
     assert (sweep / "pairs.png").stat().st_size > 1000
+
+
+def test_cross_domain_matrix_matches_job_metrics(tmp_path):
+    out = tmp_path / "out"
+    domains = "violence,sexual_content"
+    r = cli(
+        "experiments.run",
+        "experiment=cross_domain",
+        "model=tiny_random",
+        *TINY_DATA,
+        f"harm_domain={domains}",
+        f"eval_domain={domains}",
+        "sparsity=0.02",
+        f"output_root={out}",
+        f"cache_dir={out}/cache",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = out / "sweeps" / "cross_domain_tiny_random_signed_snip"
+    jobs = {(m["harm_domain"], m["eval_domain"]): m for m in jobs_of(sweep)}
+    assert set(jobs) == {(a, b) for a in domains.split(",") for b in domains.split(",")}
+    # the dense model's numbers on B do not depend on A; the pruned ones do
+    for b in domains.split(","):
+        assert jobs[("violence", b)]["baseline"] == jobs[("sexual_content", b)]["baseline"]
+    with open(sweep / "cross_domain_delta_harm_nll.csv") as f:
+        matrix = list(csv.DictReader(f))
+    assert [row["score_domain"] for row in matrix] == ["sexual_content", "violence"]
+    for row in matrix:
+        for b in domains.split(","):
+            assert float(row[b]) == pytest.approx(jobs[(row["score_domain"], b)]["delta_harm_nll"])
+    with open(sweep / "cross_domain_relative_reduction.csv") as f:
+        for row in csv.DictReader(f):
+            for b in domains.split(","):
+                m = jobs[(row["score_domain"], b)]
+                assert float(row[b]) == pytest.approx(1 - m["harmfulness"] / m["baseline"]["harmfulness"])
+    assert (sweep / "cross_domain.png").stat().st_size > 1000
+    assert json.loads((sweep / "summary.json").read_text())["cross_domain_report"] == "cross_domain.json"
+
+
+def test_intersection_of_domain_masks_is_pruned(tmp_path):
+    from harmcore import masking
+    from harmcore.config import Config, DataConfig, EvalConfig, GenerationConfig, ModelConfig
+    from harmcore.crossdomain import domain_config
+    from harmcore.pipeline import run_job
+
+    base = Config(
+        model=ModelConfig(name="tiny_random", builder="tiny_random", device="cpu"),
+        data=DataConfig(n_calibration=4, n_eval=4, response_tokens=8),
+        generation=GenerationConfig(max_new_tokens=8),
+        eval=EvalConfig(bootstrap=20),
+        sparsity=0.05,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    masks = {}
+    for name in ("violence", "sexual_content"):
+        cfg = Config(**{**base.__dict__, "harm_domain": domain_config(name)})
+        run_job(cfg, tmp_path / name)
+        masks[name] = masking.load(tmp_path / name / "mask.safetensors")
+    shared_cfg = Config(**{**base.__dict__, "intersect_domains": ["violence", "sexual_content"]})
+    m = run_job(shared_cfg, tmp_path / "shared")
+    expected = masks["violence"].intersect(masks["sexual_content"])
+    got = masking.load(tmp_path / "shared" / "mask.safetensors")
+    assert m["n_pruned"] == expected.n_pruned == got.n_pruned > 0
+    assert m["intersect_domain_sizes"] == [masks["violence"].n_pruned, masks["sexual_content"].n_pruned]
+    assert expected.n_pruned < min(m["intersect_domain_sizes"])
+    assert all(torch_equal(got.indices[k], v) for k, v in expected.indices.items())
+    assert m["stages"]["scores_harm_violence"] in ("cached", "memory")  # scored once, by the single-domain job
+
+
+def torch_equal(a, b) -> bool:
+    return a.tolist() == b.tolist()
