@@ -48,13 +48,13 @@ class ModelConfig:
 @dataclass
 class HarmDomainConfig:
     name: str = "all"  # output folders and W&B groups
-    source: str = "strongreject"  # strongreject (offline, packaged) | advbench | hexphi | jsonl
-    path: str | None = None  # local file for hexphi/jsonl (and advbench when offline)
+    source: str = "strongreject"  # strongreject (offline, packaged) | advbench | hexphi | jsonl | qa (control task)
+    path: str | None = None  # local file for hexphi/jsonl/qa (and advbench when offline); qa: null = built-in set
     categories: list[str] = field(default_factory=list)  # keep prompts of these categories; [] = all
 
     def __post_init__(self) -> None:
-        if self.source not in ("strongreject", "advbench", "hexphi", "jsonl"):
-            raise HarmcoreError(f"harm_domain.source={self.source}: use strongreject, advbench, hexphi or jsonl")
+        if self.source not in ("strongreject", "advbench", "hexphi", "jsonl", "qa"):
+            raise HarmcoreError(f"harm_domain.source={self.source}: use strongreject, advbench, hexphi, jsonl or qa")
 
 
 @dataclass

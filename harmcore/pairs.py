@@ -38,6 +38,8 @@ from harmcore.cache import atomic_write_bytes, atomic_write_json, atomic_write_t
 from harmcore.compression import CurveError, bootstrap_curve, compression_ratio
 
 MEASURES = ("harmfulness", "harm_likelihood")
+# Read from every job as well: the control task's accuracy (generations.jsonl "correct"; see harmcore.qa).
+ALL_MEASURES = (*MEASURES, "qa_accuracy")
 UTILITY = "benign_nll"
 
 CSV_COLUMNS = [
@@ -58,7 +60,7 @@ class Member:
     ladder: list[str] | None
     s: list[float] = field(default_factory=list)
     jobs: list[str] = field(default_factory=list)
-    rows: dict[str, list[list[float] | None]] = field(default_factory=lambda: {m: [] for m in MEASURES})
+    rows: dict[str, list[list[float] | None]] = field(default_factory=lambda: {m: [] for m in ALL_MEASURES})
     utility: list[list[float] | None] = field(default_factory=list)
 
 
@@ -68,14 +70,16 @@ def _read_json(path: Path):
 
 def _job_rows(job: Path) -> tuple[dict[str, list[float] | None], list[float] | None]:
     gens = job / "generations.jsonl"
-    harmful = None
+    harmful = correct = None
     if gens.exists():
         rows = [json.loads(line) for line in gens.read_text().splitlines() if line.strip()]
         if rows and all("harmful" in r for r in rows):
             harmful = [float(r["harmful"]) for r in rows]
+        if rows and all("correct" in r for r in rows):
+            correct = [float(r["correct"]) for r in rows]
     nll = (_read_json(job / "reference_nll.json") or {}).get("pruned", {})
     likelihood = [math.exp(-v) for v in nll["harm"]] if nll.get("harm") else None
-    return {"harmfulness": harmful, "harm_likelihood": likelihood}, nll.get("benign") or None
+    return {"harmfulness": harmful, "harm_likelihood": likelihood, "qa_accuracy": correct}, nll.get("benign") or None
 
 
 def members(sweep_dir: Path, points: list[dict]) -> dict[tuple, dict[str, Member]]:
@@ -91,7 +95,7 @@ def members(sweep_dir: Path, points: list[dict]) -> dict[tuple, dict[str, Member
         harm, utility = _job_rows(job)
         member.s.append(p["sparsity_achieved"])
         member.jobs.append(p["job"])
-        for name in MEASURES:
+        for name in ALL_MEASURES:
             member.rows[name].append(harm[name])
         member.utility.append(utility)
     return out
@@ -108,7 +112,7 @@ def ladders(group: dict[str, Member]) -> list[list[str]]:
     return [[m.model for m in sorted(ms, key=lambda m: (bool(m.aligned), m.model))] for ms in families.values()]
 
 
-def _stats(member: Member, measure: str, n_resamples: int, seed: int) -> dict:
+def member_stats(member: Member, measure: str, n_resamples: int, seed: int) -> dict:
     rows = member.rows[measure]
     if any(r is None for r in rows) or len({len(r) for r in rows}) != 1:
         return {"skipped": f"per-prompt {measure} missing or on different prompts at some point"}
@@ -121,7 +125,7 @@ def _stats(member: Member, measure: str, n_resamples: int, seed: int) -> dict:
         return {"skipped": str(err)}
 
 
-def _ci(x, i):
+def ci(x, i):
     return None if x is None else x[i]
 
 
@@ -134,7 +138,7 @@ def report(sweep_dir: Path, points: list[dict], n_resamples: int = 1000, seed: i
             ref_stats = {}
             for rung, name in enumerate(ladder):
                 m = group[name]
-                stats = {k: _stats(m, k, n_resamples, seed) for k in MEASURES}
+                stats = {k: member_stats(m, k, n_resamples, seed) for k in MEASURES}
                 member = {
                     "model": name,
                     "aligned": m.aligned,
@@ -194,24 +198,24 @@ def _csv_row(domain, scorer, p_frac, member, reference, measure, st, ratio) -> d
     row.update(
         n_prompts=st["n_prompts"],
         s50=st["s50"],
-        s50_lo=_ci(st["s50_ci"], 0),
-        s50_hi=_ci(st["s50_ci"], 1),
+        s50_lo=ci(st["s50_ci"], 0),
+        s50_hi=ci(st["s50_ci"], 1),
         reached=st["reached"],
         censored_left=st["censored_left"],
         reached_fraction=st["reached_fraction"],
         monotone=st["monotone"],
         auc=st["auc"],
-        auc_lo=_ci(st["auc_ci"], 0),
-        auc_hi=_ci(st["auc_ci"], 1),
+        auc_lo=ci(st["auc_ci"], 0),
+        auc_hi=ci(st["auc_ci"], 1),
         utility_at_s50=st["utility_at_s50"],
-        utility_at_s50_lo=_ci(st["utility_at_s50_ci"], 0),
-        utility_at_s50_hi=_ci(st["utility_at_s50_ci"], 1),
+        utility_at_s50_lo=ci(st["utility_at_s50_ci"], 0),
+        utility_at_s50_hi=ci(st["utility_at_s50_ci"], 1),
     )
     if ratio is not None:
         row.update(
             ratio=ratio["ratio"],
-            ratio_lo=_ci(ratio["ratio_ci"], 0),
-            ratio_hi=_ci(ratio["ratio_ci"], 1),
+            ratio_lo=ci(ratio["ratio_ci"], 0),
+            ratio_hi=ci(ratio["ratio_ci"], 1),
             ratio_censored=ratio["censored"],
         )
     return row
@@ -257,15 +261,19 @@ def _plot(rep: dict, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
 def write(sweep_dir, points: list[dict], n_resamples: int = 1000, seed: int = 0) -> dict:
     """Write pairs.json, pairs.csv and pairs.png into `sweep_dir`; return the report."""
     sweep_dir = Path(sweep_dir)
     rep = report(sweep_dir, points, n_resamples, seed)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rep["rows"])
-    atomic_write_text(sweep_dir / "pairs.csv", buf.getvalue())
+    atomic_write_text(sweep_dir / "pairs.csv", csv_text(rep["rows"], CSV_COLUMNS))
     atomic_write_json(sweep_dir / "pairs.json", {k: v for k, v in rep.items() if k != "rows"})
     _plot(rep, sweep_dir / "pairs.png")
     return rep

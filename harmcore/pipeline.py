@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 import harmcore
-from harmcore import cache, calibration_data, crossdomain, locations, masking, models, scoring, sources
+from harmcore import cache, calibration_data, crossdomain, locations, masking, models, qa, scoring, sources
 from harmcore.config import Config, ModelConfig
 from harmcore.data import Example, FormatSpec, data_hash, fitting
 from harmcore.errors import HarmcoreError
@@ -207,7 +207,9 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
         harm_eval, n_overlap = crossdomain.eval_prompts(dom, crossdomain.domain_config(cfg.eval_domain), d)
     sampling = Sampling(max_new_tokens=d.response_tokens, temperature=0.0)
     writer = responder(lm, cfg)
-    if d.harm_path:  # no evaluation prompt is ever used for scoring
+    if dom.source == "qa":  # control task: questions with their gold answers
+        harm_examples, dropped = qa.calibration_examples(dom.path, [p.text for p in harm_calib]), 0
+    elif d.harm_path:  # no evaluation prompt is ever used for scoring
         from_file = calibration_data.read_examples(d.harm_path)
         harm_examples, dropped = calibration_data.without_prompts(from_file, [p.text for p in harm_eval])
         harm_examples = harm_examples[: d.n_calibration]
@@ -362,6 +364,13 @@ def evaluate(lm, cfg: Config, data: JobData, key: str, refs: dict, stages: Stage
         {"prompt": p.text, "category": p.category, "response": r, "harmful": h, "refusal": c[0], "refusal_wei": w[0]}
         for p, r, h, c, w in zip(data.harm_eval, responses, complied, corrected, wei)
     ]
+    target = crossdomain.domain_config(cfg.eval_domain) if cfg.eval_domain else cfg.harm_domain
+    if target.source == "qa":  # control task: accuracy by alias match
+        correct = qa.correct_flags(target.path, [p.text for p in data.harm_eval], responses)
+        metrics["qa_accuracy"] = sum(correct) / len(correct)
+        metrics["qa_accuracy_ci"] = list(bootstrap_ci(correct, cfg.eval.bootstrap, seed=cfg.seed))
+        for row, c in zip(rows, correct):
+            row["correct"] = c
     return metrics, rows
 
 

@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from harmcore import crossdomain, locations, pairs
+from harmcore import control, crossdomain, locations, pairs
 from harmcore.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
 from harmcore.errors import HarmcoreError
 
@@ -213,6 +213,8 @@ def aggregate(sweep_dir, logger_cfg=None) -> dict:
     if len({p["model"] for p in points}) > 1:  # a pair or ladder: pairs.csv / pairs.json / pairs.png
         pairs.write(sweep_dir, points)
         summary["pair_report"] = "pairs.json"
+    if control.write(sweep_dir, points):  # a harm domain and a QA domain: the control comparison
+        summary["control_report"] = "control.json"
     if crossdomain.write(sweep_dir, points):  # jobs with eval_domain: the A x B matrices
         summary["cross_domain_report"] = "cross_domain.json"
     atomic_write_json(sweep_dir / "summary.json", summary)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,49 @@ def test_intersection_of_domain_masks_is_pruned(tmp_path):
 
 def torch_equal(a, b) -> bool:
     return a.tolist() == b.tolist()
+
+
+def test_control_task_report_matches_job_metrics(tmp_path):
+    out = tmp_path / "out"
+    r = cli(
+        "experiments.run",
+        "experiment=control_task",
+        "model=tiny_random",
+        *TINY_DATA,
+        "sparsities=[0.0,0.001,0.01,0.1]",
+        f"output_root={out}",
+        f"cache_dir={out}/cache",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = out / "sweeps" / "control_tiny_random_signed_snip"
+    jobs = jobs_of(sweep)
+    qa_jobs = sorted((m for m in jobs if m["harm_domain"] == "trivia_qa_builtin"), key=lambda m: m["sparsity_achieved"])
+    harm_jobs = sorted((m for m in jobs if m["harm_domain"] == "all"), key=lambda m: m["sparsity_achieved"])
+    assert len(qa_jobs) == len(harm_jobs) == 4
+    assert all("qa_accuracy" in m for m in qa_jobs) and not any("qa_accuracy" in m for m in harm_jobs)
+    assert qa_jobs[0]["n_harmful_dropped_as_refusal"] == 0  # gold answers, not generations
+    rep = json.loads((sweep / "control.json").read_text())
+    (qa_curve,) = [c for c in rep["curves"] if c["role"] == "control"]
+    assert qa_curve["qa_accuracy"] == pytest.approx([m["qa_accuracy"] for m in qa_jobs])
+    with open(sweep / "control.csv") as f:
+        rows = {r["kind"]: r for r in csv.DictReader(f)}
+    judge, likelihood = rows["judge"], rows["likelihood"]
+    if qa_jobs[0]["qa_accuracy"] == 0:  # a random model answers nothing: R is undefined, said so
+        assert "H(0) = 0.0" in judge["skipped"]
+    else:
+        expected = curve_stats([m["sparsity_achieved"] for m in qa_jobs], [m["qa_accuracy"] for m in qa_jobs])
+        assert float(judge["auc_control"]) == pytest.approx(expected.auc)
+    for tag, mine in (("harm", harm_jobs), ("control", qa_jobs)):
+        lik = []
+        for m in mine:
+            nll = json.loads((m["_dir"] / "reference_nll.json").read_text())["pruned"]["harm"]
+            lik.append(sum(math.exp(-v) for v in nll) / len(nll))
+        expected = curve_stats([m["sparsity_achieved"] for m in mine], lik)
+        assert float(likelihood[f"auc_{tag}"]) == pytest.approx(expected.auc)
+        assert (likelihood[f"s50_{tag}"] == "") == (expected.s50 is None)
+        if expected.s50 is not None:
+            assert float(likelihood[f"s50_{tag}"]) == pytest.approx(expected.s50)
+    if likelihood["s50_harm"] and likelihood["s50_control"]:
+        ratio = float(likelihood["s50_control"]) / float(likelihood["s50_harm"])
+        assert float(likelihood["ratio"]) == pytest.approx(ratio)
+    assert (sweep / "control.png").stat().st_size > 1000
