@@ -65,22 +65,22 @@ def without_prompts(examples: Sequence[Example], prompts: Iterable[str]) -> tupl
 
 
 def is_degenerate(text: str, min_words: int = 5, max_repeat: float = 0.5) -> bool:
-    """True for text no one would call an answer: fewer than `min_words` words, or one word over
-    `max_repeat` of all words, or a line repeated over half the lines (a generation loop)."""
+    """True for text no one would call an answer: fewer than `min_words` words, or (from 4 words on)
+    one word over `max_repeat` of all words, or a line repeated over half the lines (a generation loop)."""
     words = text.split()
     if len(words) < min_words:
         return True
-    top = max(words.count(w) for w in set(words))
-    if top / len(words) > max_repeat:
+    top = max((words.count(w) for w in set(words)), default=0)
+    if len(words) >= 4 and top / len(words) > max_repeat:
         return True
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return len(lines) >= 4 and max(lines.count(ln) for ln in set(lines)) / len(lines) > 0.5
 
 
 def filter_responses(
-    examples: Sequence[Example], drop_refusals: bool = True, drop_degenerate: bool = True
+    examples: Sequence[Example], drop_refusals: bool = True, drop_degenerate: bool = True, min_words: int = 5
 ) -> tuple[list[Example], dict[str, int]]:
-    """Drop refusals (corrected keyword judge), degenerate text and duplicate (prompt, response) pairs.
+    """Drop refusals (corrected keyword judge), degenerate text (see `is_degenerate`) and duplicate pairs.
 
     Returns the kept examples (first occurrence order) and counts of what was dropped, by reason.
     """
@@ -93,7 +93,7 @@ def filter_responses(
             dropped["empty"] += 1
         elif drop_refusals and judge.is_refusal(e.response)[0]:
             dropped["refusal"] += 1
-        elif drop_degenerate and is_degenerate(e.response):
+        elif drop_degenerate and is_degenerate(e.response, min_words):
             dropped["degenerate"] += 1
         elif key in seen:
             dropped["duplicate"] += 1

@@ -60,6 +60,22 @@ def _check_writable(path: Path) -> None:
         ) from None
 
 
+def option_config(group: str, name: str, conf_dir: Path = CONF_DIR):
+    """The config group option `name` (e.g. harm_domain/violence.yaml) as its schema dataclass."""
+    from omegaconf import OmegaConf
+
+    from harmcore.config import GROUPS
+
+    valid = options(group, conf_dir)
+    if name not in valid:
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise HarmcoreError(f"unknown {group} {name!r}.{hint} Valid: {', '.join(valid)}")
+    values = OmegaConf.to_container(OmegaConf.load(conf_dir / group / f"{name}.yaml"))
+    values.pop("defaults", None)
+    return GROUPS[group](**values)
+
+
 FAILED_JOBS: list[str] = []
 
 

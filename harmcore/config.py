@@ -144,6 +144,25 @@ class EvalConfig:
 
 
 @dataclass
+class GenerateDataConfig:
+    """`python -m experiments.generate_data`: how the calibration responses are made."""
+
+    # self: the model answers; prefill: it continues the first `prefill_tokens` tokens of a
+    # reference answer (how the paper gets base-model answers); counterpart: model.counterpart answers
+    method: str = "self"
+    prefill_tokens: int = 10  # paper: 10
+    reference_path: str | None = None  # prefill: JSONL of {"prompt", "response"} reference answers
+    n_examples: int | None = None  # harmful and benign prompts each; null = every prompt outside the held-out split
+    min_words: int = 5  # responses with fewer words are degenerate and dropped
+    out_dir: str | None = None  # null = <output_root>/data/<model>/<harm_domain>/<method>
+
+    def __post_init__(self) -> None:
+        if self.method not in ("self", "prefill", "counterpart"):
+            raise HarmcoreError(f"generate.method={self.method}: use self, prefill or counterpart")
+        _positive("generate.prefill_tokens", self.prefill_tokens)
+
+
+@dataclass
 class LoggerConfig:
     name: str = "none"  # none | wandb
     project: str = "harmcore"
@@ -166,6 +185,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    generate: GenerateDataConfig = field(default_factory=GenerateDataConfig)  # experiments.generate_data only
     sparsity: float = 1e-5  # q: fraction of each matrix's top harm weights to prune
     # Several q in one job (one process, one model load): e.g. one SLURM task per model that
     # walks its whole curve. Each point goes to <job dir>/q=<q>/. null = just `sparsity`.
@@ -200,6 +220,7 @@ GROUPS = {
     "eval": EvalConfig,
     "logger": LoggerConfig,
     "data": DataConfig,
+    "generate": GenerateDataConfig,
 }
 
 

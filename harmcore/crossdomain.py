@@ -19,7 +19,6 @@ dense NLL (nats/token) of the dense model's own compliant answers to B's prompts
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import json
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 from harmcore import sources
 from harmcore.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
 from harmcore.calibration_data import normalise
-from harmcore.cli import CONF_DIR
+from harmcore.cli import CONF_DIR, option_config
 from harmcore.config import DataConfig, HarmDomainConfig
 from harmcore.errors import HarmcoreError
 
@@ -36,16 +35,7 @@ MATRIX_METRICS = ("relative_reduction", "delta_harm_nll")
 
 def domain_config(name: str, conf_dir: Path = CONF_DIR) -> HarmDomainConfig:
     """The harm_domain option `name` as a dataclass (its YAML values over the schema defaults)."""
-    from omegaconf import OmegaConf
-
-    valid = sorted(p.stem for p in (conf_dir / "harm_domain").glob("*.yaml"))
-    if name not in valid:
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise HarmcoreError(f"unknown harm domain {name!r}.{hint} Valid: {', '.join(valid)}")
-    values = OmegaConf.to_container(OmegaConf.load(conf_dir / "harm_domain" / f"{name}.yaml"))
-    values.pop("defaults", None)
-    return HarmDomainConfig(**values)
+    return option_config("harm_domain", name, conf_dir)
 
 
 def domain_prompts(dom: HarmDomainConfig) -> list[sources.Prompt]:

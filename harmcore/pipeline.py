@@ -400,7 +400,7 @@ def reference_sets(lm, cfg: Config, data: JobData, stages: StageLog) -> dict[str
 def config_hash(cfg: Config) -> str:
     """Hash of the settings that change results (not paths, names or logging)."""
     d = asdict(cfg)
-    for k in ("logger", "output_root", "cache_dir", "threads", "name"):
+    for k in ("logger", "output_root", "cache_dir", "threads", "name", "generate"):
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -193,3 +193,61 @@ def test_control_task_report_matches_job_metrics(tmp_path):
         ratio = float(likelihood["s50_control"]) / float(likelihood["s50_harm"])
         assert float(likelihood["ratio"]) == pytest.approx(ratio)
     assert (sweep / "control.png").stat().st_size > 1000
+
+
+def test_generate_data_self_then_prefill_then_score_from_the_file(tmp_path):
+    from harmcore.cli import option_config
+    from harmcore.config import Config, DataConfig, GenerateDataConfig
+    from harmcore.datagen import generate
+
+    out = tmp_path / "out"
+    common = ["harm_domain=violence", "data.n_eval=4", "data.response_tokens=16", "generate.min_words=1"]
+    common += ["generate.n_examples=8", f"output_root={out}", f"cache_dir={out}/cache"]
+    # the instruct member's own answers, in process (the same settings as `common`) ...
+    generate(
+        Config(
+            model=option_config("model", "tiny_random_instruct"),
+            harm_domain=option_config("harm_domain", "violence"),
+            data=DataConfig(n_eval=4, response_tokens=16),
+            generate=GenerateDataConfig(min_words=1, n_examples=8),
+            output_root=str(out),
+            cache_dir=str(out / "cache"),
+        )
+    )
+    ref = out / "data" / "tiny_random_instruct" / "violence" / "self" / "harmful.jsonl"
+    prov = json.loads((ref.parent / "harmful.jsonl.provenance.json").read_text())
+    refs = [json.loads(line) for line in ref.read_text().splitlines()]
+    assert prov["n_examples"] == len(refs) > 0 and prov["responder"] == "tiny_random_instruct"
+    assert prov["n_prompts"] == 8 and len(refs) + sum(prov["dropped"].values()) == 8
+    held_out = set(prov["split"]["held_out_prompts"])
+    assert len(held_out) == 4 and not held_out & {r["prompt"] for r in refs}
+    assert (ref.parent / "benign.jsonl").exists()
+
+    # ... then the base member continues their first 4 tokens, through the CLI
+    r = cli(
+        "experiments.generate_data",
+        "model=tiny_random",
+        *common,
+        "generate.method=prefill",
+        "generate.prefill_tokens=4",
+        f"generate.reference_path={ref}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    pre = out / "data" / "tiny_random" / "violence" / "prefill" / "harmful.jsonl"
+    by_prompt = {r["prompt"]: r["response"] for r in refs}
+    rows = [json.loads(line) for line in pre.read_text().splitlines()]
+    assert rows and all(r["prompt"] in by_prompt for r in rows)
+    # each answer continues the start of the reference answer (a random model's own first byte would differ)
+    assert all(by_prompt[r["prompt"]][:1] == r["response"][:1] for r in rows)
+    prov = json.loads((pre.parent / "harmful.jsonl.provenance.json").read_text())
+    assert prov["method"] == "prefill" and prov["prefill_tokens"] == 4 and prov["reference_path"] == str(ref)
+    assert json.loads((pre.parent / "benign.jsonl").read_text().splitlines()[0])["output"]
+
+    r = cli("experiments.run", "model=tiny_random", *TINY_DATA, "harm_domain=violence", f"data.harm_path={pre}",
+            "sparsity=0.02", f"output_root={out}", f"cache_dir={out}/cache")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    (m,) = [read_metrics(p.parent) for p in (out / "runs").rglob("metrics.json")]
+    assert m["calibration_responses_from"] == str(pre) and 0 < m["n_calibration_harmful"] <= len(rows)
+    evaluated = {json.loads(line)["prompt"] for line in (out / "runs").rglob("generations.jsonl").__next__().open()}
+    assert evaluated == held_out and not evaluated & {r["prompt"] for r in rows}
+    assert "calibration_harmful" not in m["stages"]  # read from the file, not generated
