@@ -73,7 +73,8 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
             points.append(
                 {
                     "model": m.get("model"),
-                    "harm_domain": m.get("harm_domain"),
+                    # scored on A, evaluated on B (eval_domain) is its own curve: "A->B"
+                    "harm_domain": "->".join(filter(None, [m.get("harm_domain"), m.get("eval_domain")])),
                     "scorer": m.get("scorer"),
                     "p": m.get("p"),
                     "sparsity_requested": m.get("sparsity_requested"),

@@ -112,7 +112,9 @@ def test_cross_domain_matrix_matches_job_metrics(tmp_path):
                 m = jobs[(row["score_domain"], b)]
                 assert float(row[b]) == pytest.approx(1 - m["harmfulness"] / m["baseline"]["harmfulness"])
     assert (sweep / "cross_domain.png").stat().st_size > 1000
-    assert json.loads((sweep / "summary.json").read_text())["cross_domain_report"] == "cross_domain.json"
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["cross_domain_report"] == "cross_domain.json"
+    assert {c["harm_domain"] for c in summary["curves"]} == {f"{a}->{b}" for a, b in jobs}  # one curve per cell
 
 
 def test_intersection_of_domain_masks_is_pruned(tmp_path):
