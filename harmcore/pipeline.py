@@ -206,14 +206,21 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     if cfg.eval_domain:
         harm_eval, n_overlap = crossdomain.eval_prompts(dom, crossdomain.domain_config(cfg.eval_domain), d)
     sampling = Sampling(max_new_tokens=d.response_tokens, temperature=0.0)
-    writer = responder(lm, cfg)
     if dom.source == "qa":  # control task: questions with their gold answers
         harm_examples, dropped = qa.calibration_examples(dom.path, [p.text for p in harm_calib]), 0
+        source = "gold answers"
     elif d.harm_path:  # no evaluation prompt is ever used for scoring
         from_file = calibration_data.read_examples(d.harm_path)
         harm_examples, dropped = calibration_data.without_prompts(from_file, [p.text for p in harm_eval])
-        harm_examples = harm_examples[: d.n_calibration]
+        harm_examples, source = harm_examples[: d.n_calibration], d.harm_path
+        if not harm_examples:
+            raise HarmcoreError(
+                f"every example of data.harm_path={d.harm_path} has an evaluation prompt: "
+                "make the file with the same data.n_eval and data.split_seed"
+            )
     else:
+        writer = responder(lm, cfg)
+        source = writer.spec.name
         responses = generate_cached(writer, harm_calib, sampling, cfg, "dense", stages, "calibration_harmful")
         judge = RefusalKeywordJudge("corrected")
         harm_examples, dropped = [], 0
@@ -235,6 +242,7 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     else:
         benign = sources.benign_builtin()
         benign_calib_prompts, benign_eval = sources.split(benign, d.n_eval, d.n_calibration, d.split_seed)
+        writer = responder(lm, cfg)
         answers = generate_cached(writer, benign_calib_prompts, sampling, cfg, "dense", stages, "calibration_benign")
         benign_examples = [Example(p.text, r) for p, r in zip(benign_calib_prompts, answers) if r.strip()]
     fmt = _fmt(cfg)
@@ -244,7 +252,6 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
         log.warning("%d calibration examples do not fit data.max_length=%d: left out", too_long, d.max_length)
     if not fit_harm or not fit_benign:
         raise HarmcoreError(f"no calibration example fits data.max_length={d.max_length}: raise it")
-    source = d.harm_path or writer.spec.name
     return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap)
 
 
