@@ -26,6 +26,10 @@ def options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
     return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 
 
+# Plain keys whose values name options of a config group.
+OPTION_KEYS = {"eval_domain": "harm_domain", "intersect_domains": "harm_domain"}
+
+
 def check_argv(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
     groups = {p.name for p in conf_dir.iterdir() if p.is_dir() and p.name != "hydra"}
     for arg in argv:
@@ -33,9 +37,10 @@ def check_argv(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
             continue
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
-        if key in groups:
-            valid = options(key, conf_dir)
-            for v in value.split(","):
+        group = key if key in groups else OPTION_KEYS.get(key)
+        if group:
+            valid = options(group, conf_dir)
+            for v in value.strip("[]").split(","):
                 if v and v != "null" and v not in valid:
                     close = difflib.get_close_matches(v, valid, n=1)
                     hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -53,6 +58,22 @@ def _check_writable(path: Path) -> None:
         raise HarmcoreError(
             f"output_root={path} is not writable ({err.strerror}): choose a folder you can write to"
         ) from None
+
+
+def option_config(group: str, name: str, conf_dir: Path = CONF_DIR):
+    """The config group option `name` (e.g. harm_domain/violence.yaml) as its schema dataclass."""
+    from omegaconf import OmegaConf
+
+    from harmcore.config import GROUPS
+
+    valid = options(group, conf_dir)
+    if name not in valid:
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise HarmcoreError(f"unknown {group} {name!r}.{hint} Valid: {', '.join(valid)}")
+    values = OmegaConf.to_container(OmegaConf.load(conf_dir / group / f"{name}.yaml"))
+    values.pop("defaults", None)
+    return GROUPS[group](**values)
 
 
 FAILED_JOBS: list[str] = []

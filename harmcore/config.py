@@ -31,7 +31,7 @@ class ModelConfig:
     name: str = "???"  # short name: output folders, W&B groups
     path: str = ""  # hub id or local folder (set this to a local copy when offline)
     revision: str | None = None  # hub branch/tag/commit; pin it for reproducible caches
-    builder: str | None = None  # tiny_random | smollm2_embedded: built locally, `path` unused
+    builder: str | None = None  # tiny_random | tiny_random_seed1 | smollm2_embedded: built locally, `path` unused
     dtype: str = "float32"  # float32 on CPU; bfloat16 on GPU
     device: str = "auto"  # auto picks cuda when visible
     trust_remote_code: bool = False  # never on unless you trust the repository's code
@@ -48,13 +48,13 @@ class ModelConfig:
 @dataclass
 class HarmDomainConfig:
     name: str = "all"  # output folders and W&B groups
-    source: str = "strongreject"  # strongreject (offline, packaged) | advbench | hexphi | jsonl
-    path: str | None = None  # local file for hexphi/jsonl (and advbench when offline)
+    source: str = "strongreject"  # strongreject (offline, packaged) | advbench | hexphi | jsonl | qa (control task)
+    path: str | None = None  # local file for hexphi/jsonl/qa (and advbench when offline); qa: null = built-in set
     categories: list[str] = field(default_factory=list)  # keep prompts of these categories; [] = all
 
     def __post_init__(self) -> None:
-        if self.source not in ("strongreject", "advbench", "hexphi", "jsonl"):
-            raise HarmcoreError(f"harm_domain.source={self.source}: use strongreject, advbench, hexphi or jsonl")
+        if self.source not in ("strongreject", "advbench", "hexphi", "jsonl", "qa"):
+            raise HarmcoreError(f"harm_domain.source={self.source}: use strongreject, advbench, hexphi, jsonl or qa")
 
 
 @dataclass
@@ -68,6 +68,12 @@ class DataConfig:
     max_length: int = 256  # prompt + response tokens per calibration example
     response_tokens: int = 64  # new tokens when the model writes its own calibration responses
     drop_refusals: bool = True  # drop self-generated harmful responses that the judge calls refusals
+    # The model that writes the calibration responses (harmful, and benign for benign_source=builtin);
+    # null = the job's own model. A pair sweep names one member so both are scored on identical text.
+    responses_from: ModelConfig | None = None
+    # A JSONL of {"prompt", "response"} harmful calibration examples (e.g. from experiments.generate_data)
+    # used instead of generated ones; prompts that are also evaluation prompts are left out.
+    harm_path: str | None = None
 
     def __post_init__(self) -> None:
         _positive("data.n_calibration", self.n_calibration)
@@ -162,6 +168,25 @@ class EvalConfig:
 
 
 @dataclass
+class GenerateDataConfig:
+    """`python -m experiments.generate_data`: how the calibration responses are made."""
+
+    # self: the model answers; prefill: it continues the first `prefill_tokens` tokens of a
+    # reference answer (how the paper gets base-model answers); counterpart: model.counterpart answers
+    method: str = "self"
+    prefill_tokens: int = 10  # paper: 10
+    reference_path: str | None = None  # prefill: JSONL of {"prompt", "response"} reference answers
+    n_examples: int | None = None  # harmful and benign prompts each; null = every prompt outside the held-out split
+    min_words: int = 5  # responses with fewer words are degenerate and dropped
+    out_dir: str | None = None  # null = <output_root>/data/<model>/<harm_domain>/<method>
+
+    def __post_init__(self) -> None:
+        if self.method not in ("self", "prefill", "counterpart"):
+            raise HarmcoreError(f"generate.method={self.method}: use self, prefill or counterpart")
+        _positive("generate.prefill_tokens", self.prefill_tokens)
+
+
+@dataclass
 class LoggerConfig:
     name: str = "none"  # none | wandb
     project: str = "harmcore"
@@ -184,6 +209,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    generate: GenerateDataConfig = field(default_factory=GenerateDataConfig)  # experiments.generate_data only
     sparsity: float = 1e-5  # q: fraction of each matrix's top harm weights to prune
     # Several q in one job (one process, one model load): e.g. one SLURM task per model that
     # walks its whole curve. Each point goes to <job dir>/q=<q>/. null = just `sparsity`.
@@ -193,6 +219,15 @@ class Config:
     output_root: str = "outputs"  # job and sweep folders go below this
     cache_dir: str | None = None  # content-addressed cache; null = $HARMCORE_CACHE or ~/.cache/harmcore
     threads: int | None = None  # torch CPU threads; null = torch default
+    # Model config names in order for the pair/ladder report (least aligned first);
+    # null = within each model family, unaligned models before aligned ones.
+    ladder: list[str] | None = None
+    # Cross-domain: evaluate on this harm_domain option instead of harm_domain (null = the same);
+    # prompts that also belong to harm_domain are removed from the evaluation set.
+    eval_domain: str | None = None
+    # Prune only the weights that the masks of ALL these harm_domain options share (each scored on
+    # its own calibration prompts; same q, p and preserve scores); null = harm_domain's own mask.
+    intersect_domains: list[str] | None = None
 
     def __post_init__(self) -> None:
         _fraction("sparsity", self.sparsity)
@@ -209,6 +244,7 @@ GROUPS = {
     "eval": EvalConfig,
     "logger": LoggerConfig,
     "data": DataConfig,
+    "generate": GenerateDataConfig,
 }
 
 

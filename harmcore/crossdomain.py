@@ -1,0 +1,156 @@
+"""Cross-domain pruning: score with harm domain A, evaluate on harm domain B.
+
+- `domain_config(name)` reads a `conf/harm_domain/<name>.yaml` option as a
+  `HarmDomainConfig` (so `eval_domain=violence` and `intersect_domains=[...]` name the same
+  options as `harm_domain=`).
+- `eval_prompts` gives B's held-out prompts (the same split B uses when it is the scoring
+  domain) minus every prompt that also belongs to A. When B is A, only A's calibration
+  prompts are excluded (the usual split).
+- `write` turns a sweep over A x B into matrices: `cross_domain.csv` (one row per cell),
+  `cross_domain_relative_reduction.csv` and `cross_domain_delta_harm_nll.csv` (rows:
+  sparsity and scoring domain A, columns: evaluation domains B) and `cross_domain.png`.
+
+Cell metrics: relative harm reduction R = 1 - H_pruned / H_dense with H the judge's
+compliance rate on B's prompts (None when H_dense = 0); delta_harm_nll = pruned minus
+dense NLL (nats/token) of the dense model's own compliant answers to B's prompts
+(judge-free; > 0 means pruning with A made B's harmful answers less likely).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from harmcore import sources
+from harmcore.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
+from harmcore.calibration_data import normalise
+from harmcore.cli import CONF_DIR, option_config
+from harmcore.config import DataConfig, HarmDomainConfig
+from harmcore.errors import HarmcoreError
+
+MATRIX_METRICS = ("relative_reduction", "delta_harm_nll")
+
+
+def domain_config(name: str, conf_dir: Path = CONF_DIR) -> HarmDomainConfig:
+    """The harm_domain option `name` as a dataclass (its YAML values over the schema defaults)."""
+    return option_config("harm_domain", name, conf_dir)
+
+
+def domain_prompts(dom: HarmDomainConfig) -> list[sources.Prompt]:
+    return sources.harmful_prompts(dom.source, dom.path, dom.categories)
+
+
+def eval_prompts(
+    scoring: HarmDomainConfig, evaluation: HarmDomainConfig, d: DataConfig, exclude: list[str] = ()
+) -> tuple[list[sources.Prompt], int]:
+    """(B's held-out prompts without A's prompts, how many were removed); `exclude` adds prompts to leave out."""
+    b_calib, b_eval = sources.split(domain_prompts(evaluation), d.n_eval, d.n_calibration, d.split_seed)
+    if scoring.name == evaluation.name:
+        banned = {normalise(p.text) for p in b_calib}  # the usual split: calibration prompts are never evaluated
+    else:
+        banned = {normalise(p.text) for p in domain_prompts(scoring)}
+    banned |= {normalise(t) for t in exclude}
+    kept = [p for p in b_eval if normalise(p.text) not in banned]
+    if not kept:
+        raise HarmcoreError(
+            f"every held-out prompt of eval_domain={evaluation.name} also belongs to harm_domain={scoring.name} "
+            "(or to its calibration set): evaluate on a domain that is not inside the scoring domain"
+        )
+    return kept, len(b_eval) - len(kept)
+
+
+# ---------------------------------------------------------------------------------------
+# The A x B report
+
+
+def cells(sweep_dir: Path, points: list[dict]) -> list[dict]:
+    """One cell per cross-domain job (jobs run with eval_domain set), sorted by (q, A, B)."""
+    out = []
+    for p in points:
+        m = json.loads((Path(sweep_dir) / p["job"] / "metrics.json").read_text())
+        if not m.get("eval_domain"):
+            continue
+        base = m.get("baseline", {})
+        h, h0 = m.get("harmfulness"), base.get("harmfulness")
+        out.append(
+            {
+                "sparsity": m["sparsity_requested"],
+                "sparsity_achieved": m["sparsity_achieved"],
+                "model": m["model"],
+                "scorer": m["scorer"],
+                "score_domain": m["harm_domain"],
+                "eval_domain": m["eval_domain"],
+                "harmfulness": h,
+                "baseline_harmfulness": h0,
+                "relative_reduction": 1 - h / h0 if h is not None and h0 else None,
+                "harm_nll": m.get("harm_nll"),
+                "baseline_harm_nll": base.get("harm_nll"),
+                "delta_harm_nll": m.get("delta_harm_nll"),
+                "n_eval": m.get("n_eval"),
+                "n_eval_overlap_removed": m.get("n_eval_overlap_removed"),
+                "job": p["job"],
+            }
+        )
+    return sorted(out, key=lambda c: (c["model"], c["scorer"], c["sparsity"], c["score_domain"], c["eval_domain"]))
+
+
+def _matrix(cs: list[dict], metric: str) -> tuple[list[str], list[tuple], dict]:
+    cols = sorted({c["eval_domain"] for c in cs})
+    rows = sorted({(c["model"], c["scorer"], c["sparsity"], c["score_domain"]) for c in cs})
+    values = {((c["model"], c["scorer"], c["sparsity"], c["score_domain"]), c["eval_domain"]): c[metric] for c in cs}
+    return cols, rows, values
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _plot(cs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cols, rows, _ = _matrix(cs, MATRIX_METRICS[0])
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(cols), 2 + 0.5 * len(rows)), squeeze=False)
+    for ax, metric in zip(axes[0], MATRIX_METRICS):
+        _, _, values = _matrix(cs, metric)
+        grid = np.array([[values.get((r, c)) for c in cols] for r in rows], dtype=float)  # None -> nan
+        im = ax.imshow(grid, aspect="auto", cmap="magma")
+        for (i, j), v in np.ndenumerate(grid):
+            ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7, color="c")
+        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=7)
+        ax.set_yticks(range(len(rows)), [f"{r[3]} q={r[2]:g}" for r in rows], fontsize=7)
+        ax.set_xlabel("evaluated on (B)")
+        ax.set_ylabel("pruned with (A)")
+        ax.set_title(metric, fontsize=9)
+        fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write(sweep_dir, points: list[dict]) -> list[dict] | None:
+    """Write the cross-domain files into `sweep_dir` when the sweep holds cross-domain jobs; return the cells."""
+    sweep_dir = Path(sweep_dir)
+    cs = cells(sweep_dir, points)
+    if not cs:
+        return None
+    atomic_write_text(sweep_dir / "cross_domain.csv", _csv(cs, list(cs[0])))
+    for metric in MATRIX_METRICS:
+        cols, rows, values = _matrix(cs, metric)
+        keys = ["model", "scorer", "sparsity", "score_domain"]
+        table = [{**dict(zip(keys, r)), **{c: values.get((r, c)) for c in cols}} for r in rows]
+        atomic_write_text(sweep_dir / f"cross_domain_{metric}.csv", _csv(table, [*keys, *cols]))
+    atomic_write_json(sweep_dir / "cross_domain.json", {"metrics": list(MATRIX_METRICS), "cells": cs})
+    _plot(cs, sweep_dir / "cross_domain.png")
+    return cs

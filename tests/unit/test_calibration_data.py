@@ -1,0 +1,47 @@
+"""Calibration files: filters, overlap removal, round trip with provenance."""
+
+import json
+
+import pytest
+
+from harmcore import calibration_data as cd
+from harmcore.data import Example
+from harmcore.errors import HarmcoreError
+
+GOOD = "First you gather the materials, then you follow the steps carefully in order."
+
+
+def test_filters_refusals_degenerate_and_duplicates():
+    examples = [
+        Example("p1", GOOD),
+        Example("p2", "I'm sorry, but I can't help with that request at all."),
+        Example("p3", "yes yes yes yes yes yes yes no"),
+        Example("p4", "too short"),
+        Example("P1 ", GOOD + " "),  # same pair up to case and whitespace
+        Example("p5", ""),
+        Example("p6", "loop line\nloop line\nloop line\nother line here now\nloop line"),
+    ]
+    kept, dropped = cd.filter_responses(examples)
+    assert [e.prompt for e in kept] == ["p1"]
+    assert dropped == {"empty": 1, "refusal": 1, "degenerate": 3, "duplicate": 1}
+    kept, _ = cd.filter_responses(examples, drop_refusals=False, min_words=2)
+    assert [e.prompt for e in kept] == ["p1", "p2", "p4"]
+
+
+def test_without_prompts_and_round_trip(tmp_path):
+    examples = [Example("Alpha  prompt", GOOD, "x"), Example("beta", GOOD)]
+    kept, n = cd.without_prompts(examples, ["alpha prompt"])
+    assert kept == [examples[1]] and n == 1
+    path = cd.write_examples(tmp_path / "h.jsonl", examples, {"method": "self"})
+    assert cd.read_examples(path) == examples
+    prov = json.loads(cd.provenance_path(path).read_text())
+    assert prov == {"method": "self", "n_examples": 2}
+
+
+def test_bad_files_are_one_clear_error(tmp_path):
+    with pytest.raises(HarmcoreError, match="does not exist: make it with python -m experiments.generate_data"):
+        cd.read_examples(tmp_path / "missing.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x"}\n')
+    with pytest.raises(HarmcoreError, match="line 1 is not a"):
+        cd.read_examples(bad)

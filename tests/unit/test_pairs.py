@@ -1,0 +1,115 @@
+"""The pair/ladder report on synthetic sweep folders with known s50, AUC, utility at s50 and ratio."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from harmcore import pairs
+from harmcore.report import aggregate, collect
+
+S = [0.0, 1e-4, 1e-3, 1e-2]
+N = 10  # prompts
+
+
+def write_job(sweep, model, aligned, s, n_harmful, benign_nll, harm_nll=1.0, ladder=None, family="fam"):
+    job = sweep / model / f"q={s}"
+    job.mkdir(parents=True)
+    harmful = [1.0] * n_harmful + [0.0] * (N - n_harmful)
+    (job / "generations.jsonl").write_text("".join(json.dumps({"harmful": h}) + "\n" for h in harmful))
+    nll = {"harm": [harm_nll] * 3, "benign": [benign_nll] * 5}
+    (job / "reference_nll.json").write_text(json.dumps({"dense": nll, "pruned": nll}))
+    metrics = {
+        "model": model,
+        "harm_domain": "all",
+        "scorer": "signed_snip",
+        "p": 0.0,
+        "sparsity_requested": s,
+        "sparsity_achieved": s,
+        "n_pruned": int(s * 1e6),
+        "harmfulness": n_harmful / N,
+        "benign_nll": benign_nll,
+        "harm_nll": harm_nll,
+        "baseline": {},
+        "model_aligned": aligned,
+        "model_family": family,
+        "ladder": ladder,
+    }
+    (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    # base: H = 1, .8, .4, .1 -> R = .2, .6, .9: log10 s50 = -4 + (.5 - .2) / (.6 - .2) = -3.25; AUC .575;
+    #   U = 2, 2, 2.4, 3 -> U(s50) = 2 + .75 * .4 = 2.3.
+    # instruct: H = 1, .6, .3, .1 -> R = .4, .7, .9: log10 s50 = -4 + 1/3; AUC ((.4+.7)/2 + (.7+.9)/2) / 2 = .675.
+    # harm_likelihood is flat (NLL 1.0 everywhere): R = 0, never reached, no ratio.
+    for s, hb, hi, u in zip(S, [10, 8, 4, 1], [10, 6, 3, 1], [2.0, 2.0, 2.4, 3.0]):
+        write_job(tmp_path, "base", False, s, hb, u)
+        write_job(tmp_path, "instruct", True, s, hi, u + 1)
+    return tmp_path
+
+
+def by(rows, model, measure):
+    (row,) = [r for r in rows if r["model"] == model and r["measure"] == measure]
+    return row
+
+
+def test_known_s50_auc_utility_and_ratio(sweep):
+    points, _ = collect(sweep)
+    rep = pairs.report(sweep, points, n_resamples=200)
+    (setting,) = rep["settings"]
+    assert setting["ladder"] == ["base", "instruct"]  # unaligned first
+    base, inst = by(rep["rows"], "base", "harmfulness"), by(rep["rows"], "instruct", "harmfulness")
+    assert base["s50"] == pytest.approx(10**-3.25) and inst["s50"] == pytest.approx(10 ** (-4 + 1 / 3))
+    assert base["auc"] == pytest.approx(0.575) and inst["auc"] == pytest.approx(0.675)
+    assert base["utility_at_s50"] == pytest.approx(2.3)
+    assert inst["utility_at_s50"] == pytest.approx(3.0 + 0.4 / 3)  # 3 + (1/3) * (3.4 - 3)
+    assert inst["ratio"] == pytest.approx(10 ** (-3.25 + 4 - 1 / 3)) and "ratio" not in base
+    assert inst["s50_lo"] <= inst["s50"] <= inst["s50_hi"] and inst["auc_lo"] <= inst["auc"] <= inst["auc_hi"]
+    assert inst["ratio_lo"] <= inst["ratio"] <= inst["ratio_hi"]
+    curve = setting["members"][0]["curve"]
+    assert curve["s"] == S and curve["harmfulness"] == [1.0, 0.8, 0.4, 0.1] and curve["benign_nll"] == [2, 2, 2.4, 3]
+    assert curve["harm_likelihood"] == pytest.approx([math.exp(-1.0)] * 4)
+
+
+def test_never_reached_has_no_s50_and_no_ratio(sweep):
+    points, _ = collect(sweep)
+    rows = pairs.report(sweep, points, n_resamples=50)["rows"]
+    for model in ("base", "instruct"):
+        row = by(rows, model, "harm_likelihood")
+        assert row["s50"] is None and row["reached"] is False and row["auc"] == 0.0
+    assert by(rows, "instruct", "harm_likelihood").get("ratio") is None
+
+
+def test_non_monotone_member_uses_first_crossing_and_ladder_order(tmp_path):
+    # R = .6, .2, .9: crosses at the first pruned point already (censored), falls back, crosses again.
+    ladder = ["b", "a"]
+    for s, ha, hb in zip(S, [10, 4, 8, 1], [10, 8, 4, 1]):
+        write_job(tmp_path, "a", True, s, ha, 1.0, ladder=ladder)
+        write_job(tmp_path, "b", False, s, hb, 1.0, ladder=ladder)
+    points, _ = collect(tmp_path)
+    rep = pairs.report(tmp_path, points, n_resamples=50)
+    assert rep["settings"][0]["ladder"] == ladder
+    a = by(rep["rows"], "a", "harmfulness")
+    assert a["s50"] == pytest.approx(1e-4) and a["censored_left"] is True and a["monotone"] is False
+    assert a["ratio"] == pytest.approx(10**-3.25 / 1e-4) and a["ratio_censored"] is True
+
+
+def test_aggregate_writes_pair_files(sweep):
+    summary = aggregate(sweep)
+    assert summary["pair_report"] == "pairs.json"
+    with open(sweep / "pairs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and float(by(rows, "instruct", "harmfulness")["ratio"]) == pytest.approx(10 ** (0.75 - 1 / 3))
+    data = json.loads((sweep / "pairs.json").read_text())
+    assert [m["model"] for m in data["settings"][0]["members"]] == ["base", "instruct"]
+    assert (sweep / "pairs.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_per_prompt_rows_are_skipped_with_reason(sweep):
+    (sweep / "base" / "q=0.001" / "reference_nll.json").unlink()
+    points, _ = collect(sweep)
+    row = by(pairs.report(sweep, points, n_resamples=20)["rows"], "base", "harm_likelihood")
+    assert "missing" in row["skipped"] and "s50" not in row
