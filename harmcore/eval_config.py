@@ -9,6 +9,7 @@ the endpoint judge reads its API key from the environment variable named by `api
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from harmcore.errors import HarmcoreError
 
@@ -66,11 +67,13 @@ class EndpointJudgeConfig:
     judges: list[str] = field(default_factory=lambda: ["strongreject_rubric"])
     # Extra 0-100 judges: name -> prompt template file with {prompt} and {response} (e.g. EM "aligned")
     templates: dict[str, str] = field(default_factory=dict)
+    score_mode: str = "text"  # 0-100 judges: text (parse the answer) | logprobs (weighted mean of top-20 tokens)
     temperature: float = 0.0
     max_tokens: int = 1000  # StrongREJECT's judge setting
     timeout_s: float = 60.0  # per request
     retries: int = 3  # attempts after the first one, with exponential back-off
     concurrency: int = 8  # requests in flight at once
+    extra_body: dict[str, Any] = field(default_factory=dict)  # sent with every request (e.g. vLLM structured_outputs)
     cache_path: str | None = None  # judgement cache (JSONL); null = <cache_dir>/judgements/<model>.jsonl
 
     def __post_init__(self) -> None:
@@ -78,6 +81,8 @@ class EndpointJudgeConfig:
         for name in self.judges:
             if name not in known:
                 raise HarmcoreError(f"eval.endpoint.judges has {name!r}: use one of {', '.join(known)}")
+        if self.score_mode not in ("text", "logprobs"):
+            raise HarmcoreError(f"eval.endpoint.score_mode={self.score_mode}: use text or logprobs")
         _positive("eval.endpoint.timeout_s", self.timeout_s)
         _positive("eval.endpoint.concurrency", self.concurrency)
         if self.retries < 0:
