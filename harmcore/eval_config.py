@@ -102,6 +102,7 @@ class UtilityConfig:
     # lm-evaluation-harness zero-shot tasks (e.g. boolq, rte, hellaswag, winogrande, arc_challenge, openbookqa)
     lm_eval_tasks: list[str] = field(default_factory=list)
     lm_eval_include_path: str | None = None  # a folder of extra task YAMLs (e.g. offline local tasks)
+    lm_eval_include_defaults: bool = True  # index lm-eval's own tasks (false: only include_path)
     lm_eval_limit: int | None = 100  # items per task; null = all
     lm_eval_batch_size: int = 8
     # Open QA by alias substring match: a JSONL of {"question": ..., "answers": [...]}, or trivia_qa (hub)
