@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 import harmcore
-from harmcore import cache, masking, models, scoring, sources
+from harmcore import cache, masking, models, scoring, sources, suite
 from harmcore.config import Config, ModelConfig
 from harmcore.data import Example, FormatSpec, data_hash, fitting
 from harmcore.errors import HarmcoreError
@@ -306,7 +306,30 @@ def evaluate(lm, cfg: Config, data: JobData, key: str, refs: dict, stages: Stage
         {"prompt": p.text, "category": p.category, "response": r, "harmful": h, "refusal": c[0], "refusal_wei": w[0]}
         for p, r, h, c, w in zip(data.harm_eval, responses, complied, corrected, wei)
     ]
+    # The measurement suite (harmcore/suite.py): extra judges and utility, when eval enables them.
+    ctx = suite_context(lm, cfg, stages)
+    extra, per_row = suite.extra_judges(ctx, [p.text for p in data.harm_eval], responses, tag)
+    metrics.update(extra)
+    for name, scores in per_row.items():
+        for row, score in zip(rows, scores):
+            row[name] = score
+    if cfg.eval.utility.enabled:
+        metrics["utility"] = suite.utility_metrics(ctx, key, tag)
     return metrics, rows
+
+
+def suite_context(lm, cfg: Config, stages: StageLog) -> suite.Context:
+    return suite.Context(
+        model=lm.model,
+        tokenizer=lm.tokenizer,
+        prompt_format=lm.spec.prompt_format,
+        cfg=cfg,
+        weights={"model": _model_id(lm), "weights": lm.fingerprint},
+        cache=lambda kind, meta, compute, stage: cached_json(kind, meta, compute, cfg, stages, stage),
+        scores=lambda examples, method, stage: scores_cached(lm, examples, method, cfg, stages, stage),
+        cache_dir=cache_dir_of(cfg),
+        fmt=_fmt(cfg),
+    )
 
 
 def reference_sets(lm, cfg: Config, data: JobData, stages: StageLog) -> dict[str, list[Example]]:
@@ -443,6 +466,7 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         masking.restore(lm.model, handle)
     for row, base in zip(rows, base_rows):
         row["dense_response"] = base["response"]
+    attack_metrics = suite.run_attacks(suite_context(lm, cfg, stages), data, mask, mask_key(mask), refs)
     cache.atomic_write_text(job_dir / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     metrics = {
         "config_hash": chash,
@@ -457,6 +481,7 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         "ranking": cfg.pruning.ranking,
         **pruned,
         "baseline": baseline,
+        **({"attacks": attack_metrics} if attack_metrics else {}),
         "n_eval": len(data.harm_eval),
         "n_calibration_harmful": len(data.harm_calibration),
         "n_calibration_benign": len(data.benign_calibration),

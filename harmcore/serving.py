@@ -161,3 +161,22 @@ def vllm_server(
         yield Server(base_url, served_name, process, log_path)
     finally:
         stop(process)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m harmcore.serving MODEL_DIR [PORT]`: serve until Ctrl-C (e.g. as a judge endpoint)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        raise SystemExit("usage: python -m harmcore.serving MODEL_DIR [PORT]")
+    try:
+        with vllm_server(args[0], port=int(args[1]) if len(args) > 1 else None) as server:
+            print(f"serving {server.model} at {server.base_url} (log: {server.log_path}); Ctrl-C stops it", flush=True)
+            server.process.wait()
+    except HarmcoreError as err:
+        raise SystemExit(f"error: {err}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

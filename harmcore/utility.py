@@ -133,10 +133,17 @@ def lm_eval_accuracy(
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise HarmcoreError(f"unknown lm-eval task {task!r}{hint}: fix eval.utility.lm_eval_tasks")
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    out = lm_eval.simple_evaluate(
-        model=lm, tasks=list(tasks), num_fewshot=0, limit=limit, task_manager=manager, log_samples=False,
-        verbosity="ERROR",
-    )  # fmt: skip
+    try:
+        out = lm_eval.simple_evaluate(
+            model=lm, tasks=list(tasks), num_fewshot=0, limit=limit, task_manager=manager, log_samples=False,
+            verbosity="ERROR",
+        )  # fmt: skip
+    except Exception as err:  # most often a task's dataset cannot be downloaded (offline)
+        first = (str(err).splitlines() or [""])[0][:160]
+        raise HarmcoreError(
+            f"lm-eval failed on {list(tasks)} ({type(err).__name__}: {first}): offline? give local task YAMLs "
+            "in eval.utility.lm_eval_include_path"
+        ) from err
     results = {}
     for task in tasks:
         metrics = out["results"].get(task, {})
