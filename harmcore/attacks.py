@@ -113,7 +113,7 @@ def lora_finetune(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         history.append(sum(losses) / len(losses))
     merged = peft_model.merge_and_unload()
     merged.eval()
