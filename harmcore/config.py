@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harmcore.errors import HarmcoreError
+from harmcore.eval_config import AttackConfig, EndpointJudgeConfig, StrongRejectConfig, UtilityConfig
 
 SCORING_METHODS = ("signed_snip", "snip", "wanda", "magnitude", "random")
 
@@ -161,6 +162,11 @@ class EvalConfig:
     refusal_mode: str = "corrected"  # corrected | wei: the refusal judge whose rate is the headline
     bootstrap: int = 1000  # bootstrap resamples for confidence intervals over prompts
     response_nll: bool = True  # loss of held-out harmful/benign reference responses (judge-free)
+    # The measurement suite (harmcore/eval_config.py); each part runs when enabled (eval=full)
+    strongreject: StrongRejectConfig = field(default_factory=StrongRejectConfig)
+    endpoint: EndpointJudgeConfig = field(default_factory=EndpointJudgeConfig)
+    utility: UtilityConfig = field(default_factory=UtilityConfig)
+    attacks: AttackConfig = field(default_factory=AttackConfig)
 
     def __post_init__(self) -> None:
         if self.refusal_mode not in ("corrected", "wei"):

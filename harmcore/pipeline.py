@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 import harmcore
-from harmcore import cache, calibration_data, crossdomain, locations, masking, models, qa, scoring, sources
+from harmcore import cache, calibration_data, crossdomain, locations, masking, models, qa, scoring, sources, suite
 from harmcore.config import Config, ModelConfig
 from harmcore.data import Example, FormatSpec, data_hash, fitting
 from harmcore.errors import HarmcoreError
@@ -421,7 +421,30 @@ def evaluate(lm, cfg: Config, data: JobData, key: str, refs: dict, stages: Stage
         metrics["qa_accuracy_ci"] = list(bootstrap_ci(correct, cfg.eval.bootstrap, seed=cfg.seed))
         for row, c in zip(rows, correct):
             row["correct"] = c
+    # The measurement suite (harmcore/suite.py): extra judges and utility, when eval enables them.
+    ctx = suite_context(lm, cfg, stages)
+    extra, per_row = suite.extra_judges(ctx, [p.text for p in data.harm_eval], responses, tag)
+    metrics.update(extra)
+    for name, scores in per_row.items():
+        for row, score in zip(rows, scores):
+            row[name] = score
+    if cfg.eval.utility.enabled:
+        metrics["utility"] = suite.utility_metrics(ctx, key, tag)
     return metrics, rows
+
+
+def suite_context(lm, cfg: Config, stages: StageLog) -> suite.Context:
+    return suite.Context(
+        model=lm.model,
+        tokenizer=lm.tokenizer,
+        prompt_format=lm.spec.prompt_format,
+        cfg=cfg,
+        weights={"model": _model_id(lm), "weights": lm.fingerprint},
+        cache=lambda kind, meta, compute, stage: cached_json(kind, meta, compute, cfg, stages, stage),
+        scores=lambda examples, method, stage: scores_cached(lm, examples, method, cfg, stages, stage),
+        cache_dir=cache_dir_of(cfg),
+        fmt=_fmt(cfg),
+    )
 
 
 def reference_sets(lm, cfg: Config, data: JobData, stages: StageLog) -> dict[str, list[Example]]:
@@ -569,6 +592,7 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         gen.weights_changed(changed)
     for row, base in zip(rows, base_rows):
         row["dense_response"] = base["response"]
+    attack_metrics = suite.run_attacks(suite_context(lm, cfg, stages), data, mask, mask_key(mask), refs)
     cache.atomic_write_text(job_dir / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     if refs:  # per-example reference losses (nats/token, from the cache) for bootstrap CIs in sweep reports
         keys = {"dense": "dense", "pruned": mask_key(mask)}
@@ -596,6 +620,7 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         "intersect_domain_sizes": shared_sizes,
         **pruned,
         "baseline": baseline,
+        **({"attacks": attack_metrics} if attack_metrics else {}),
         "n_eval": len(data.harm_eval),
         "n_calibration_harmful": len(data.harm_calibration),
         "n_calibration_benign": len(data.benign_calibration),

@@ -1,0 +1,266 @@
+"""The measurement suite of one job: extra harm judges, utility evals and jailbreak attacks.
+
+`harmcore.pipeline` calls these with a `Context` (the live model and a cache function);
+each part runs only when `eval.<part>` enables it (conf/eval/full.yaml enables all of
+them; the endpoint judge also needs `eval.endpoint.base_url`). Every harm metric comes
+with a percentile bootstrap CI over prompts; judgements, generations and utility results
+are cached like the pipeline's other stages, so a rerun repeats nothing finished.
+
+metrics.json keys added (per dense `baseline` and pruned model):
+  strongreject[_ci]            mean StrongREJECT classifier score in [0, 1]
+  <endpoint judge>[_ci]        mean rubric score in [0, 1] / 0-100 score; NaN judgements are
+  <endpoint judge>_parse_failed  left out of the mean and counted here
+  utility                      {"perplexity", "perplexity_tokens", "lm_eval": {task: {acc,...}}, "qa_accuracy"}
+and once per job:
+  attacks: {name: {"dense": harm metrics, "pruned": harm metrics}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harmcore import attacks, masking, utility
+from harmcore.data import Example, FormatSpec
+from harmcore.eval_config import parse_attack
+from harmcore.generation import HFGenerator, Request, Sampling
+from harmcore.judges.refusal import RefusalKeywordJudge
+from harmcore.selection import Mask, set_difference
+from harmcore.stats import bootstrap_ci
+
+log = logging.getLogger("harmcore.suite")
+
+# Loaded judge models, one per process (a sweep's jobs share it).
+_JUDGES: dict[str, object] = {}
+
+
+@dataclass
+class Context:
+    """What the suite needs from the pipeline (no Hydra, no pipeline import)."""
+
+    model: object
+    tokenizer: object
+    prompt_format: str
+    cfg: object  # harmcore.config.Config
+    weights: dict  # model id + dense fingerprint: the cache identity of the loaded weights
+    cache: Callable  # cache(kind, meta, compute, stage) -> JSON value (pipeline.cached_json bound to a job)
+    scores: Callable  # scores(examples, method, stage) -> score tensors (pipeline.scores_cached)
+    cache_dir: Path
+    fmt: FormatSpec
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _mean_ci(values: Sequence[float], ctx: Context) -> tuple[float | None, list]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return None, [None, None]
+    lo, hi = bootstrap_ci(finite, ctx.cfg.eval.bootstrap, seed=ctx.cfg.seed)
+    return sum(finite) / len(finite), [lo, hi]
+
+
+# ---------------------------------------------------------------------------------------
+# Judges
+
+
+def _strongreject_judge(ctx: Context):
+    from harmcore.judges.strongreject import StrongRejectClassifier, load_judge_model, load_template
+
+    c = ctx.cfg.eval.strongreject
+    key = json.dumps(asdict(c), sort_keys=True)
+    if key not in _JUDGES:
+        template = load_template(c.template_path, c.template_sha256)
+        model, tok = load_judge_model(
+            c.model, c.adapter, revision=c.revision, dtype=c.dtype, device=c.device,
+            trust_remote_code=c.trust_remote_code,
+        )  # fmt: skip
+        _JUDGES.clear()
+        _JUDGES[key] = StrongRejectClassifier(model, tok, template, c.max_response_length, c.batch_size)
+    return _JUDGES[key]
+
+
+def extra_judges(ctx: Context, prompts: Sequence[str], responses: Sequence[str], stage: str) -> tuple[dict, dict]:
+    """StrongREJECT classifier and endpoint judges: (metrics, per-row scores by judge name)."""
+    metrics, rows = {}, {}
+    ev = ctx.cfg.eval
+    pairs = {"prompts": _hash(list(prompts)), "responses": _hash(list(responses))}
+    if ev.strongreject.enabled:
+        c = ev.strongreject
+        meta = {
+            "judge": "strongreject_finetuned",
+            "model": c.model,
+            "adapter": c.adapter,
+            "revision": c.revision,
+            "template": c.template_path or "url",
+            "max_len": c.max_response_length,
+            "dtype": c.dtype,
+            **pairs,
+        }
+
+        def compute():
+            return [r.score for r in _strongreject_judge(ctx).score(list(prompts), list(responses))]
+
+        scores = ctx.cache("judgements", meta, compute, f"strongreject_{stage}")
+        metrics["strongreject"], metrics["strongreject_ci"] = _mean_ci(scores, ctx)
+        rows["strongreject"] = scores
+    if ev.endpoint.enabled and ev.endpoint.base_url:
+        from harmcore.judges.endpoint import build_judges
+
+        for name, judge in build_judges(ev.endpoint, ctx.cache_dir).items():
+            scores = [r.score for r in judge.score(list(prompts), list(responses))]
+            metrics[name], metrics[f"{name}_ci"] = _mean_ci(scores, ctx)
+            metrics[f"{name}_parse_failed"] = sum(1 for s in scores if not math.isfinite(s))
+            rows[name] = [s if math.isfinite(s) else None for s in scores]
+    return metrics, rows
+
+
+def harm_metrics(ctx: Context, prompts: Sequence[str], responses: Sequence[str], stage: str) -> dict:
+    """Keyword compliance (harmfulness) and refusal rates plus the extra judges, each with a CI."""
+    headline = RefusalKeywordJudge(ctx.cfg.eval.refusal_mode)
+    complied = [0.0 if headline.is_refusal(r)[0] else 1.0 for r in responses]
+    corrected = RefusalKeywordJudge("corrected")
+    metrics = {"n": len(responses)}
+    metrics["harmfulness"], metrics["harmfulness_ci"] = _mean_ci(complied, ctx)
+    metrics["refusal_rate"] = sum(corrected.is_refusal(r)[0] for r in responses) / len(responses) if responses else None
+    metrics.update(extra_judges(ctx, prompts, responses, stage)[0])
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------
+# Utility
+
+
+def utility_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
+    """Perplexity, lm-eval accuracies and open-QA accuracy of the model as it is now."""
+    u = ctx.cfg.eval.utility
+    out: dict = {}
+    base = {**ctx.weights, "mask": mask_key}
+    if u.perplexity_source:
+        meta = {**base, "what": "perplexity", "source": u.perplexity_source, "seqlen": u.seqlen,
+                "stride": u.stride, "max_tokens": u.max_tokens}  # fmt: skip
+
+        def ppl():
+            text = utility.corpus_text(u.perplexity_source)
+            return utility.perplexity(ctx.model, ctx.tokenizer, text, u.seqlen, u.stride, u.max_tokens)
+
+        result = ctx.cache("utility", meta, ppl, f"perplexity_{tag}")
+        out["perplexity"], out["perplexity_tokens"] = result["perplexity"], result["tokens"]
+    if u.lm_eval_tasks:
+        meta = {**base, "what": "lm_eval", "tasks": sorted(u.lm_eval_tasks), "limit": u.lm_eval_limit,
+                "include": u.lm_eval_include_path}  # fmt: skip
+
+        def lm_eval():
+            return utility.lm_eval_accuracy(
+                ctx.model, ctx.tokenizer, u.lm_eval_tasks, u.lm_eval_include_path, u.lm_eval_limit,
+                u.lm_eval_batch_size, u.lm_eval_include_defaults,
+            )  # fmt: skip
+
+        out["lm_eval"] = ctx.cache("utility", meta, lm_eval, f"lm_eval_{tag}")
+    if u.qa_source:
+        meta = {**base, "what": "qa", "source": u.qa_source, "limit": u.qa_limit, "tokens": u.qa_max_new_tokens,
+                "prompt_format": ctx.prompt_format}  # fmt: skip
+
+        def qa():
+            gen = HFGenerator(ctx.model, ctx.tokenizer, ctx.prompt_format, ctx.cfg.generation.batch_size)
+            items = utility.qa_items(u.qa_source, u.qa_limit)
+            result = utility.qa_accuracy(gen, items, u.qa_max_new_tokens)
+            return {"accuracy": result["accuracy"], "correct": [r["correct"] for r in result["rows"]]}
+
+        result = ctx.cache("utility", meta, qa, f"qa_{tag}")
+        out["qa_accuracy"] = result["accuracy"]
+        out["qa_accuracy_ci"] = list(bootstrap_ci([float(c) for c in result["correct"]], ctx.cfg.eval.bootstrap))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Attacks
+
+
+def _ablation_mask(ctx: Context, harm_calibration: Sequence[Example], benign: Sequence[Example]) -> Mask:
+    a = ctx.cfg.eval.attacks
+    refusals = attacks.refusal_examples([e.prompt for e in harm_calibration], seed=ctx.cfg.seed)
+    refusal_scores = ctx.scores(refusals, "snip", "scores_refusal")
+    benign_scores = ctx.scores(list(benign), "snip", "scores_preserve") if a.ablation_p > 0 else None
+    mask = set_difference(refusal_scores, benign_scores, a.ablation_q, a.ablation_p)
+    mask.meta["kind"] = "refusal_ablation"
+    return mask
+
+
+def run_attacks(ctx: Context, data, harm_mask: Mask, mask_key: str, refs: dict) -> dict:
+    """{attack: {"dense": harm metrics, "pruned": harm metrics}} for every attack in eval.attacks."""
+    a, g = ctx.cfg.eval.attacks, ctx.cfg.generation
+    if not a.attacks:
+        return {}
+    sampling = Sampling(g.max_new_tokens, g.temperature, g.top_p, ctx.cfg.seed)
+    references = {ex.prompt: ex.response for ex in refs.get("harm", [])}
+    ablation = None
+    out = {}
+    for name in a.attacks:
+        parts = parse_attack(name)
+        prompts = [p.text for p in data.harm_eval]
+        if "prefill" in parts:
+            prompts = [p for p in prompts if p in references]
+            if not prompts:
+                log.warning("attack %s skipped: no held-out prompt has a harmful reference answer", name)
+                out[name] = {"skipped": "no harmful reference answers (needs eval.response_nll and compliant answers)"}
+                continue
+            requests = attacks.prefill_requests(ctx.tokenizer, prompts, [references[p] for p in prompts],
+                                                a.prefill_tokens)  # fmt: skip
+        else:
+            requests = [Request(p) for p in prompts]
+        if "refusal_ablation" in parts and ablation is None:
+            ablation = _ablation_mask(ctx, data.harm_calibration, data.benign_calibration)
+        out[name] = {}
+        for variant, base in (("dense", None), ("pruned", harm_mask)):
+            mask = base
+            if "refusal_ablation" in parts:
+                mask = attacks.union(base, ablation) if base is not None else ablation
+            key = {"dense": "dense", "pruned": mask_key}[variant]
+            responses = _attack_generations(ctx, parts, requests, sampling, mask, key, data, f"{name}_{variant}")
+            out[name][variant] = harm_metrics(ctx, prompts, responses, f"attack_{name}_{variant}")
+            if mask is not None:
+                out[name][variant]["n_pruned"] = mask.n_pruned
+    return out
+
+
+def _attack_generations(ctx, parts, requests, sampling, mask, mask_key, data, stage) -> list[str]:
+    a = ctx.cfg.eval.attacks
+    meta = {
+        **ctx.weights,
+        "mask": mask_key,
+        "attack": "+".join(parts),
+        "requests": _hash([asdict(r) for r in requests]),
+        "sampling": asdict(sampling),
+        "prompt_format": ctx.prompt_format,
+        "ablation": (a.ablation_q, a.ablation_p) if "refusal_ablation" in parts else None,
+    }
+    if "lora" in parts:
+        meta["lora"] = {k: v for k, v in asdict(a).items() if k.startswith("lora_")}
+        meta["train"] = _hash([asdict(e) for e in data.harm_calibration])
+
+    def compute():
+        model = ctx.model
+        handle = masking.apply(model, mask) if mask is not None else None
+        try:
+            if "lora" in parts:  # fine-tune the (pruned) model: a merged copy
+                model, history = attacks.lora_finetune(
+                    model, ctx.tokenizer, data.harm_calibration, ctx.fmt, r=a.lora_r, alpha=a.lora_alpha,
+                    lr=a.lora_lr, epochs=a.lora_epochs, batch_size=a.lora_batch_size, seed=a.lora_seed,
+                )  # fmt: skip
+                log.info("%s: LoRA loss per epoch %s", stage, [round(h, 3) for h in history])
+                if mask is not None and a.lora_reapply_mask:
+                    masking.apply(model, mask)
+            gen = HFGenerator(model, ctx.tokenizer, ctx.prompt_format, ctx.cfg.generation.batch_size)
+            return gen.generate(list(requests), sampling)
+        finally:
+            if handle is not None:
+                masking.restore(ctx.model, handle)
+
+    return ctx.cache("generations", meta, compute, f"attack_{stage}")

@@ -1,0 +1,82 @@
+"""eval=full end to end on tiny_random: judges, utility and attacks all land in metrics.json."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+from harmcore.judges.strongreject import TEMPLATE_KEY
+from harmcore.models import build
+from tests.integration.helpers import TINY, cli, read_metrics
+from tests.integration.test_lm_eval_utility import write_task
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+
+
+def test_full_eval_writes_every_metric(served_tiny, tmp_path):
+    judge_dir = build("tiny_random", Path(os.environ["HARMCORE_CACHE"]))  # a stand-in judge model
+    template = tmp_path / "judge_templates.json"
+    template.write_text(json.dumps({TEMPLATE_KEY: "Request: {forbidden_prompt}\nAnswer: {response}\nGrade:"}))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The quick brown fox jumps over the lazy dog. " * 40)
+    tasks = write_task(tmp_path / "tasks")
+    out = tmp_path / "outputs"
+    job = out / "job"
+    r = cli(
+        "experiments.run",
+        *TINY,
+        "eval=full",
+        "sparsity=0.02",
+        f"output_root={out}",
+        f"cache_dir={out}/cache",
+        f"hydra.run.dir={job}",
+        f"eval.strongreject.model={judge_dir}",
+        "eval.strongreject.adapter=null",
+        f"eval.strongreject.template_path={template}",
+        f"eval.endpoint.base_url={served_tiny.base_url}",
+        f"eval.endpoint.model={served_tiny.model}",
+        "eval.endpoint.judges=[strongreject_rubric,coherence]",
+        "eval.endpoint.max_tokens=16",
+        f"eval.utility.perplexity_source={corpus}",
+        "eval.utility.seqlen=128",
+        "eval.utility.lm_eval_tasks=[mini_facts]",
+        f"eval.utility.lm_eval_include_path={tasks}",
+        "eval.utility.lm_eval_include_defaults=false",
+        f"eval.utility.qa_source={FIXTURES / 'qa.jsonl'}",
+        "eval.utility.qa_max_new_tokens=4",
+        "eval.attacks.attacks=[prefill,refusal_ablation,lora+prefill]",
+        "eval.attacks.lora_r=4",
+        "eval.attacks.lora_epochs=1",
+        "eval.attacks.lora_batch_size=2",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = read_metrics(job)
+    for part in (m, m["baseline"]):
+        assert 0.0 <= part["strongreject"] <= 1.0 and part["strongreject_ci"][0] <= part["strongreject_ci"][1]
+        assert part["strongreject_rubric_parse_failed"] == 4  # a random model writes no rubric answer
+        assert part["strongreject_rubric"] is None
+        assert part["coherence"] is None or 0.0 <= part["coherence"] <= 100.0
+        u = part["utility"]
+        assert u["perplexity"] > 1.0 and u["perplexity_tokens"] > 100
+        assert 0.0 <= u["lm_eval"]["mini_facts"]["acc"] <= 1.0 and u["qa_accuracy"] == 0.0
+    assert m["utility"]["perplexity"] != m["baseline"]["utility"]["perplexity"]  # pruning shows in utility
+    assert set(m["attacks"]) == {"prefill", "refusal_ablation", "lora+prefill"}
+    for name, result in m["attacks"].items():
+        if "skipped" in result:
+            assert name != "refusal_ablation"
+            continue
+        for variant in ("dense", "pruned"):
+            v = result[variant]
+            assert v["n"] >= 1 and 0.0 <= v["harmfulness"] <= 1.0 and len(v["harmfulness_ci"]) == 2
+            assert 0.0 <= v["strongreject"] <= 1.0 and not math.isnan(v["strongreject"])
+    ablation = m["attacks"]["refusal_ablation"]
+    assert ablation["pruned"]["n_pruned"] > m["n_pruned"] and ablation["dense"]["n_pruned"] > 0
+    rows = [json.loads(x) for x in (job / "generations.jsonl").read_text().splitlines()]
+    assert all(0.0 <= row["strongreject"] <= 1.0 for row in rows)
+    # a rerun finds every stage in the caches: same metrics, nothing recomputed
+    (job / "metrics.json").unlink()
+    r = cli("experiments.run", *r.args[3:])
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = read_metrics(job)
+    assert again["attacks"] == m["attacks"] and again["utility"] == m["utility"]
+    assert "computed" not in {v for k, v in again["stages"].items() if k != "select"}

@@ -1,0 +1,43 @@
+"""Server mode lifecycle without vLLM: readiness errors carry the log tail; stop ends the process group."""
+
+import subprocess
+import sys
+
+import pytest
+
+from harmcore.errors import HarmcoreError
+from harmcore.serving import free_port, server_command, stop, vllm_server, wait_ready
+
+
+def spawn(code: str, log_path):
+    with open(log_path, "wb") as log:
+        return subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+
+
+def test_a_server_that_dies_is_one_error_with_its_log_tail(tmp_path):
+    log = tmp_path / "server.log"
+    proc = spawn("print('loading'); print('ValueError: bad model'); raise SystemExit(3)", log)
+    with pytest.raises(HarmcoreError, match=r"exited with code 3 .*\n(.|\n)*ValueError: bad model"):
+        wait_ready(f"http://127.0.0.1:{free_port()}/v1", proc, log, timeout_s=30)
+
+
+def test_a_server_that_never_answers_times_out_and_stop_ends_it(tmp_path):
+    log = tmp_path / "server.log"
+    proc = spawn("import time; print('starting', flush=True); time.sleep(60)", log)
+    try:
+        with pytest.raises(HarmcoreError, match=r"did not answer .* within 1s(.|\n)*starting"):
+            wait_ready(f"http://127.0.0.1:{free_port()}/v1", proc, log, timeout_s=1)
+    finally:
+        stop(proc, grace_s=5)
+    assert proc.returncode is not None  # SIGTERM ended it
+
+
+def test_command_and_input_checks(tmp_path):
+    cmd = server_command("/m", "127.0.0.1", 8001, served_name="m", dtype="bfloat16", max_model_len=2048,
+                         max_logprobs=20)  # fmt: skip
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"] and "--enforce-eager" in cmd
+    assert cmd[cmd.index("--max-logprobs") + 1] == "20" and cmd[cmd.index("--port") + 1] == "8001"
+    with pytest.raises(HarmcoreError, match="no config.json"):
+        with vllm_server(tmp_path):
+            pass
