@@ -63,6 +63,30 @@ def atomic_write_json(path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def atomic_write_csv(path, rows: list[dict], columns: list[str]) -> None:
+    """A CSV with a header row; keys of `rows` outside `columns` are an error (csv.DictWriter)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def atomic_write_figure(path, fig, dpi: int = 100) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def save_tensors(tensors: dict[str, torch.Tensor], path, meta: dict[str, str]) -> None:
     """safetensors with string metadata, written atomically."""
     path = Path(path)

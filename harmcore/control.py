@@ -18,11 +18,14 @@ Lower is "less of the behaviour" for both, so R(s) = 1 - M(s)/M(0) is read the s
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from harmcore import pairs
-from harmcore.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
+from harmcore.cache import (
+    atomic_write_csv,
+    atomic_write_figure,
+    atomic_write_json,
+)
 from harmcore.compression import compression_ratio
 
 KINDS = {
@@ -127,10 +130,7 @@ def _plot(rep: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_figure(path, fig)
 
 
 def write(sweep_dir, points: list[dict], n_resamples: int = 1000, seed: int = 0) -> dict | None:
@@ -139,7 +139,7 @@ def write(sweep_dir, points: list[dict], n_resamples: int = 1000, seed: int = 0)
     rep = report(sweep_dir, points, n_resamples, seed)
     if rep is None:
         return None
-    atomic_write_text(sweep_dir / "control.csv", pairs.csv_text(rep["rows"], COLUMNS))
+    atomic_write_csv(sweep_dir / "control.csv", rep["rows"], COLUMNS)
     atomic_write_json(sweep_dir / "control.json", rep)
     _plot(rep, sweep_dir / "control.png")
     return rep

@@ -18,13 +18,15 @@ dense NLL (nats/token) of the dense model's own compliant answers to B's prompts
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
 from harmcore import sources
-from harmcore.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
+from harmcore.cache import (
+    atomic_write_csv,
+    atomic_write_figure,
+    atomic_write_json,
+)
 from harmcore.calibration_data import normalise
 from harmcore.cli import CONF_DIR, option_config
 from harmcore.config import DataConfig, HarmDomainConfig
@@ -103,14 +105,6 @@ def _matrix(cs: list[dict], metric: str) -> tuple[list[str], list[tuple], dict]:
     return cols, rows, values
 
 
-def _csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    return buf.getvalue()
-
-
 def _plot(cs: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -133,10 +127,7 @@ def _plot(cs: list[dict], path: Path) -> None:
         ax.set_title(metric, fontsize=9)
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_figure(path, fig)
 
 
 def write(sweep_dir, points: list[dict]) -> list[dict] | None:
@@ -145,12 +136,12 @@ def write(sweep_dir, points: list[dict]) -> list[dict] | None:
     cs = cells(sweep_dir, points)
     if not cs:
         return None
-    atomic_write_text(sweep_dir / "cross_domain.csv", _csv(cs, list(cs[0])))
+    atomic_write_csv(sweep_dir / "cross_domain.csv", cs, list(cs[0]))
     for metric in MATRIX_METRICS:
         cols, rows, values = _matrix(cs, metric)
         keys = ["model", "scorer", "sparsity", "score_domain"]
         table = [{**dict(zip(keys, r)), **{c: values.get((r, c)) for c in cols}} for r in rows]
-        atomic_write_text(sweep_dir / f"cross_domain_{metric}.csv", _csv(table, [*keys, *cols]))
+        atomic_write_csv(sweep_dir / f"cross_domain_{metric}.csv", table, [*keys, *cols])
     atomic_write_json(sweep_dir / "cross_domain.json", {"metrics": list(MATRIX_METRICS), "cells": cs})
     _plot(cs, sweep_dir / "cross_domain.png")
     return cs

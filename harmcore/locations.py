@@ -21,7 +21,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from harmcore.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
+from harmcore.cache import (
+    atomic_write_figure,
+    atomic_write_json,
+    atomic_write_text,
+)
 from harmcore.errors import HarmcoreError
 from harmcore.selection import Mask
 
@@ -109,10 +113,7 @@ def plot(t: LocationTable, path: Path, title: str = "") -> None:
             ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=7, color="w" if v < grid.max() / 2 else "k")
     fig.colorbar(im, ax=ax, label="pruned weights")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_figure(path, fig)
 
 
 def write(mask: Mask, out_dir, title: str = "") -> LocationTable:

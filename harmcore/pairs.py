@@ -27,14 +27,16 @@ that does not halve has s50 None ("not reached") and no ratio.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harmcore.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
+from harmcore.cache import (
+    atomic_write_csv,
+    atomic_write_figure,
+    atomic_write_json,
+)
 from harmcore.compression import CurveError, bootstrap_curve, compression_ratio
 
 MEASURES = ("harmfulness", "harm_likelihood")
@@ -255,25 +257,14 @@ def _plot(rep: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def csv_text(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
+    atomic_write_figure(path, fig)
 
 
 def write(sweep_dir, points: list[dict], n_resamples: int = 1000, seed: int = 0) -> dict:
     """Write pairs.json, pairs.csv and pairs.png into `sweep_dir`; return the report."""
     sweep_dir = Path(sweep_dir)
     rep = report(sweep_dir, points, n_resamples, seed)
-    atomic_write_text(sweep_dir / "pairs.csv", csv_text(rep["rows"], CSV_COLUMNS))
+    atomic_write_csv(sweep_dir / "pairs.csv", rep["rows"], CSV_COLUMNS)
     atomic_write_json(sweep_dir / "pairs.json", {k: v for k, v in rep.items() if k != "rows"})
     _plot(rep, sweep_dir / "pairs.png")
     return rep

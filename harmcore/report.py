@@ -8,14 +8,16 @@ multirun; `python -m experiments.aggregate <sweep dir>` runs it by hand.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from pathlib import Path
 
 from harmcore import control, crossdomain, locations, pairs
-from harmcore.cache import atomic_write_bytes, atomic_write_json, atomic_write_text
+from harmcore.cache import (
+    atomic_write_csv,
+    atomic_write_figure,
+    atomic_write_json,
+)
 from harmcore.errors import HarmcoreError
 
 log = logging.getLogger("harmcore.report")
@@ -134,10 +136,7 @@ def _plot(points: list[dict], path: Path) -> None:
     ax_h.set_ylim(-0.02, 1.02)
     ax_h.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_figure(path, fig, dpi=110)
 
 
 def _per_prompt_harm(sweep_dir: Path, job: str) -> list[float] | None:
@@ -195,11 +194,7 @@ def aggregate(sweep_dir, logger_cfg=None) -> dict:
     points, problems = collect(sweep_dir)
     for p in points:  # per-point heat maps of where the pruned weights are (jobs written before they existed)
         locations.write_for_job(sweep_dir / p["job"])
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CURVE_COLUMNS)
-    writer.writeheader()
-    writer.writerows(points)
-    atomic_write_text(sweep_dir / "curve.csv", buf.getvalue())
+    atomic_write_csv(sweep_dir / "curve.csv", points, CURVE_COLUMNS)
     if points:
         _plot(points, sweep_dir / "curve.png")
     summary = {
