@@ -473,7 +473,7 @@ def reference_sets(lm, cfg: Config, data: JobData, stages: StageLog) -> dict[str
 def config_hash(cfg: Config) -> str:
     """Hash of the settings that change results (not paths, names or logging)."""
     d = asdict(cfg)
-    for k in ("logger", "output_root", "cache_dir", "threads", "name", "generate"):
+    for k in ("logger", "output_root", "cache_dir", "threads", "name", "generate", "em"):
         d.pop(k, None)
     d["generation"].pop("vllm", None)  # how the engine is built, not what it computes
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
