@@ -10,7 +10,7 @@ import time
 from tests.integration.helpers import ROOT
 
 # The random judge writes a number or yes/no (vLLM structured outputs), so every judgement parses or fails visibly.
-JUDGE_REGEX = '{"structured_outputs":{"regex":"(yes|no|[1-9]?[0-9])"}}'
+JUDGE_REGEX = "{structured_outputs:{regex:'(yes|no|[1-9]?[0-9])'}}"
 
 
 def em_args(server, out):
