@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harmcore.errors import HarmcoreError
-from harmcore.eval_config import AttackConfig, EndpointJudgeConfig, StrongRejectConfig, UtilityConfig
+from harmcore.eval_config import (
+    AttackConfig,
+    EndpointJudgeConfig,
+    RecognitionConfig,
+    StrongRejectConfig,
+    UtilityConfig,
+)
 
 SCORING_METHODS = ("signed_snip", "snip", "wanda", "magnitude", "random")
 
@@ -167,6 +173,7 @@ class EvalConfig:
     endpoint: EndpointJudgeConfig = field(default_factory=EndpointJudgeConfig)
     utility: UtilityConfig = field(default_factory=UtilityConfig)
     attacks: AttackConfig = field(default_factory=AttackConfig)
+    recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
 
     def __post_init__(self) -> None:
         if self.refusal_mode not in ("corrected", "wei"):

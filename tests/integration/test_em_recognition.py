@@ -1,4 +1,4 @@
-"""The EM recipe end to end on tiny_random, judged by the real local server; killed between stages, resumed."""
+"""EM recipe and recognition eval end to end on tiny_random, judged by the real local server."""
 
 import json
 import os
@@ -61,3 +61,23 @@ def test_em_pipeline_resumes_after_a_kill_between_stages(served_tiny, tmp_path):
         assert all(x["in_domain"] in ("yes", "no", None) for x in rows)
     assert m["em_rate_dense_ft"] == m["dense_ft"]["em_rate"] and m["mask"]["n_pruned"] > 0
     assert (out / "finetune_pruned" / "adapter.safetensors").exists() and (out / "mask.safetensors").exists()
+
+
+def test_recognition_eval_before_and_after_pruning(served_tiny, tmp_path):
+    from tests.integration.helpers import TINY, cli, read_metrics
+
+    out = tmp_path / "job"
+    r = cli(
+        "experiments.run", *TINY, "sparsity=0.01", "eval.recognition.enabled=true",
+        f"eval.endpoint.base_url={served_tiny.base_url}", f"eval.endpoint.model={served_tiny.model}",
+        "eval.endpoint.max_tokens=2", "eval.recognition.explanation_tokens=8", f"hydra.run.dir={out}",
+        "+eval.endpoint.extra_body={structured_outputs:{regex:'[1-5]'}}",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = read_metrics(out)
+    for rec in (m["baseline"]["recognition"], m["recognition"]):
+        d = rec["detection"]
+        assert d["n_harmful"] == d["n_benign"] == 12
+        assert rec["explanation"]["n"] == 12 and rec["explanation"]["n_parse_failed"] == 0
+        s = rec["explanation"]["explanation_score"]
+        assert s is None or 1.0 <= s <= 5.0
