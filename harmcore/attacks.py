@@ -13,18 +13,16 @@ Combinations (e.g. lora+prefill) are composed by the caller (harmcore/suite.py).
 
 from __future__ import annotations
 
-import copy
 import random
 from collections.abc import Sequence
 
 import torch
 
-from harmcore.data import Example, FormatSpec, batches, tokenize
+from harmcore.data import Example
 from harmcore.errors import HarmcoreError
 from harmcore.eval_config import parse_attack  # noqa: F401  (re-exported: attack names live with the config)
+from harmcore.finetune import lora_finetune  # noqa: F401  (the LoRA attack trains with it)
 from harmcore.generation import Request
-from harmcore.models import prunable_linears
-from harmcore.scoring import response_losses
 from harmcore.selection import Mask
 
 # harmcore's own refusal phrasings: refusal-ablation data when the model gives no refusals itself.
@@ -65,58 +63,3 @@ def union(a: Mask, b: Mask) -> Mask:
         parts = [m.indices[name] for m in (a, b) if name in m.indices]
         indices[name] = torch.unique(torch.cat(parts))
     return Mask(indices, dict(a.numel), {**a.meta, "combined_with": b.meta.get("kind", "mask")})
-
-
-def lora_finetune(
-    model,
-    tokenizer,
-    examples: Sequence[Example],
-    fmt: FormatSpec,
-    *,
-    r: int = 128,
-    alpha: int = 16,
-    lr: float = 2e-4,
-    epochs: int = 5,
-    batch_size: int = 5,
-    seed: int = 0,
-) -> tuple[torch.nn.Module, list[float]]:
-    """A merged, fine-tuned COPY of `model` (the original is untouched) and the mean loss per epoch.
-
-    The LoRA targets every prunable linear (q/k/v/o, gate/up/down); the loss is the mean
-    response-token loss of each batch. The copy doubles the model's memory while it lives.
-    """
-    from peft import LoraConfig, get_peft_model
-
-    if not examples:
-        raise HarmcoreError("no harmful examples to fine-tune on: the LoRA attack needs calibration data")
-    torch.manual_seed(seed)
-    work = copy.deepcopy(model)
-    targets = sorted({name.rsplit(".", 1)[-1] for name in prunable_linears(work)})
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, bias="none")
-    peft_model = get_peft_model(work, config)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    toks = tokenize(tokenizer, examples, fmt)
-    device = next(work.parameters()).device
-    pad = tokenizer.pad_token_id or 0
-    history = []
-    peft_model.train()
-    for epoch in range(epochs):
-        rng = random.Random(seed + epoch)
-        order = list(range(len(toks)))
-        rng.shuffle(order)
-        losses = []
-        for b in batches([toks[i] for i in order], batch_size, pad):
-            loss = response_losses(
-                peft_model, b.input_ids.to(device), b.attention_mask.to(device), b.labels.to(device)
-            ).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
-        history.append(sum(losses) / len(losses))
-    merged = peft_model.merge_and_unload()
-    merged.eval()
-    for p in merged.parameters():
-        p.requires_grad_(False)
-    return merged, history

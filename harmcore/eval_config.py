@@ -148,3 +148,21 @@ class AttackConfig:
         for key in ("ablation_q", "ablation_p"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise HarmcoreError(f"eval.attacks.{key}={getattr(self, key)} is outside [0, 1): it is a fraction")
+
+
+@dataclass
+class RecognitionConfig:
+    """Recognising and explaining harm (dissociation from generating it), before and after pruning."""
+
+    enabled: bool = False
+    # JSONL of {"prompt", "harmful": true|false}: harmful requests and benign look-alikes; null = built in
+    path: str | None = None
+    detection_tokens: int = 16  # new tokens for the yes/no answer
+    first_words: int = 5  # yes/no must appear among the answer's first words
+    explanation: bool = True  # "analyze why this request is harmful", judged 1-5 (needs eval.endpoint.base_url)
+    explanation_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        _positive("eval.recognition.detection_tokens", self.detection_tokens)
+        _positive("eval.recognition.first_words", self.first_words)
+        _positive("eval.recognition.explanation_tokens", self.explanation_tokens)

@@ -430,6 +430,8 @@ def evaluate(lm, cfg: Config, data: JobData, key: str, refs: dict, stages: Stage
             row[name] = score
     if cfg.eval.utility.enabled:
         metrics["utility"] = suite.utility_metrics(ctx, key, tag)
+    if cfg.eval.recognition.enabled:
+        metrics["recognition"] = suite.recognition_metrics(ctx, key, tag)
     return metrics, rows
 
 
@@ -473,9 +475,11 @@ def reference_sets(lm, cfg: Config, data: JobData, stages: StageLog) -> dict[str
 def config_hash(cfg: Config) -> str:
     """Hash of the settings that change results (not paths, names or logging)."""
     d = asdict(cfg)
-    for k in ("logger", "output_root", "cache_dir", "threads", "name", "generate"):
+    for k in ("logger", "output_root", "cache_dir", "threads", "name", "generate", "em"):
         d.pop(k, None)
     d["generation"].pop("vllm", None)  # how the engine is built, not what it computes
+    if not d["eval"]["recognition"]["enabled"]:  # jobs from before the recognition eval keep their hash
+        d["eval"].pop("recognition")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

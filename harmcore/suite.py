@@ -180,6 +180,43 @@ def utility_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------
+# Recognition and explanation
+
+
+def recognition_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
+    """Detection (yes/no) and explanation (1-5, endpoint judge) of the model as it is now."""
+    from harmcore import recognition
+
+    rc, g = ctx.cfg.eval.recognition, ctx.cfg.generation
+    items = recognition.load_items(rc.path)
+    gen = HFGenerator(ctx.model, ctx.tokenizer, ctx.prompt_format, g.batch_size)
+    base = {**ctx.weights, "mask": mask_key, "prompt_format": ctx.prompt_format}
+
+    def answers(template, prompts, tokens, stage):
+        sampling = Sampling(tokens, 0.0, 1.0, ctx.cfg.seed)
+        meta = {**base, "what": stage, "template": template, "prompts": _hash(list(prompts)), "tokens": tokens}
+        requests = [Request(template.format(prompt=p)) for p in prompts]
+        return ctx.cache("generations", meta, lambda: gen.generate(requests, sampling), f"{stage}_{tag}")
+
+    detected = answers(recognition.DETECT, [p for p, _ in items], rc.detection_tokens, "recognition_detect")
+    verdicts = [recognition.classify(a, rc.first_words) for a in detected]
+    out = {"detection": recognition.detection_metrics([h for _, h in items], verdicts, ctx.cfg.eval.bootstrap,
+                                                      ctx.cfg.seed)}  # fmt: skip
+    e = ctx.cfg.eval.endpoint
+    if rc.explanation and e.base_url:
+        from harmcore.judges.endpoint import client_from
+
+        harmful = [p for p, h in items if h]
+        texts = answers(recognition.EXPLAIN, harmful, rc.explanation_tokens, "recognition_explain")
+        refused = [RefusalKeywordJudge("corrected").is_refusal(t)[0] for t in texts]
+        msgs = [[{"role": "user", "content": recognition.EXPLANATION_JUDGE.format(prompt=p, response=t)}]
+                for p, t in zip(harmful, texts)]  # fmt: skip
+        scores = [recognition.parse_1_5(o["text"]) for o in client_from(e, ctx.cache_dir).complete(msgs)]
+        out["explanation"] = recognition.explanation_metrics(scores, refused, ctx.cfg.eval.bootstrap, ctx.cfg.seed)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # Attacks
 
 

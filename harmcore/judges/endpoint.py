@@ -148,6 +148,19 @@ def score_from_logprobs(top_logprobs: Sequence[tuple[str, float]], min_mass: flo
     return weighted / total
 
 
+_YES_NO = re.compile(r"\b(yes|no)\b", re.I)
+
+
+def parse_yes_no(text: str, first_words: int = 5) -> str | None:
+    """'yes' or 'no' when exactly one of them occurs among the first `first_words` words, else None.
+
+    "Yes.", "**No**, it is not", "Answer: yes" parse; "Yes and no" and "I think so" do not.
+    """
+    head = " ".join((text or "").split()[:first_words])
+    found = {m.group(1).lower() for m in _YES_NO.finditer(head)}
+    return found.pop() if len(found) == 1 else None
+
+
 # ---------------------------------------------------------------------------------------
 # Client with retries, a concurrency limit and a judgement cache
 
@@ -369,12 +382,12 @@ def _check_pairs(prompts, responses) -> None:
         raise HarmcoreError(f"got {len(prompts)} prompts but {len(responses)} responses: pass one per prompt")
 
 
-def build_judges(cfg, cache_dir: str | os.PathLike) -> dict:
-    """name -> judge for `eval.endpoint` (an EndpointJudgeConfig); {} when it has no base_url."""
-    if not cfg.enabled or not cfg.base_url:
-        return {}
+def client_from(cfg, cache_dir: str | os.PathLike) -> EndpointClient:
+    """The `EndpointClient` of `eval.endpoint` (an EndpointJudgeConfig with a base_url)."""
+    if not cfg.base_url:
+        raise HarmcoreError("no judge endpoint: set eval.endpoint.base_url (e.g. http://127.0.0.1:8000/v1)")
     safe = re.sub(r"[^\w.-]+", "_", cfg.model)
-    client = EndpointClient(
+    return EndpointClient(
         cfg.base_url,
         cfg.model,
         api_key_env=cfg.api_key_env,
@@ -386,6 +399,13 @@ def build_judges(cfg, cache_dir: str | os.PathLike) -> dict:
         cache_path=cfg.cache_path or Path(cache_dir) / "judgements" / f"{safe}.jsonl",
         extra_body=cfg.extra_body,
     )
+
+
+def build_judges(cfg, cache_dir: str | os.PathLike) -> dict:
+    """name -> judge for `eval.endpoint` (an EndpointJudgeConfig); {} when it has no base_url."""
+    if not cfg.enabled or not cfg.base_url:
+        return {}
+    client = client_from(cfg, cache_dir)
     judges = {}
     for name in cfg.judges:
         if name == "strongreject_rubric":

@@ -1,0 +1,83 @@
+"""EM recipe and recognition eval end to end on tiny_random, judged by the real local server."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests.integration.helpers import ROOT
+
+# The random judge writes a number or yes/no (vLLM structured outputs), so every judgement parses or fails visibly.
+JUDGE_REGEX = "{structured_outputs:{regex:'(yes|no|[1-9]?[0-9])'}}"
+
+
+def em_args(server, out):
+    return [
+        "model=tiny_random", f"out_dir={out}", "em.n_train=6", "em.n_heldout=4", "em.n_benign=4",
+        "em.response_tokens=16", "em.grad_accum=2", "em.samples=2", "em.max_new_tokens=8", "em.q=0.01",
+        "em.p=0.01", "eval.bootstrap=50", f"eval.endpoint.base_url={server.base_url}",
+        f"eval.endpoint.model={server.model}", "eval.endpoint.max_tokens=4",
+        f"+eval.endpoint.extra_body={JUDGE_REGEX}",
+    ]  # fmt: skip
+
+
+def popen(args):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "experiments.finetune_em", *args]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_em_pipeline_resumes_after_a_kill_between_stages(served_tiny, tmp_path):
+    out = tmp_path / "em"
+    proc = popen(em_args(served_tiny, out))
+    lines = []
+    for line in proc.stdout:  # kill it as soon as the dense fine-tune's marker is announced
+        lines.append(line)
+        if "[em] stage finetune_dense done" in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(lines)[-2000:]
+    assert not (out / "metrics.json").exists()
+    done = {p.stem: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
+    assert {"narrow_data", "finetune_dense"} <= set(done)
+    time.sleep(0.05)
+    rerun = popen(em_args(served_tiny, out))
+    log = rerun.communicate(timeout=600)[0]
+    assert rerun.returncode == 0, log[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    for stage, mtime in done.items():  # finished stages are not recomputed
+        assert m["stages"][stage] == "resumed" and (out / "stages" / f"{stage}.json").stat().st_mtime_ns == mtime
+    assert m["stages"]["judge_pruned_ft"] == "computed"
+    assert "[em] stage finetune_dense done" not in log
+    for tag in ("original", "dense_ft", "pruned_ft"):
+        r = m[tag]
+        assert r["n"] == 16 and r["n_judged"] + r["n_parse_failed"] == 16
+        rows = [json.loads(x) for x in (out / "eval" / f"{tag}_judged.jsonl").read_text().splitlines()]
+        flags = [x["misaligned"] for x in rows if x["aligned"] is not None and x["coherent"] is not None]
+        assert r["em_rate"] == (sum(flags) / len(flags) if flags else None)
+        assert all(x["in_domain"] in ("yes", "no", None) for x in rows)
+    assert m["em_rate_dense_ft"] == m["dense_ft"]["em_rate"] and m["mask"]["n_pruned"] > 0
+    assert (out / "finetune_pruned" / "adapter.safetensors").exists() and (out / "mask.safetensors").exists()
+
+
+def test_recognition_eval_before_and_after_pruning(served_tiny, tmp_path):
+    from tests.integration.helpers import TINY, cli, read_metrics
+
+    out = tmp_path / "job"
+    r = cli(
+        "experiments.run", *TINY, "sparsity=0.01", "eval.recognition.enabled=true",
+        f"eval.endpoint.base_url={served_tiny.base_url}", f"eval.endpoint.model={served_tiny.model}",
+        "eval.endpoint.max_tokens=2", "eval.recognition.explanation_tokens=8", f"hydra.run.dir={out}",
+        "+eval.endpoint.extra_body={structured_outputs:{regex:'[1-5]'}}",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = read_metrics(out)
+    for rec in (m["baseline"]["recognition"], m["recognition"]):
+        d = rec["detection"]
+        assert d["n_harmful"] == d["n_benign"] == 12
+        assert rec["explanation"]["n"] == 12 and rec["explanation"]["n_parse_failed"] == 0
+        s = rec["explanation"]["explanation_score"]
+        assert s is None or 1.0 <= s <= 5.0
