@@ -220,7 +220,7 @@ def aggregate(sweep_dir, logger_cfg=None) -> dict:
         from harmcore.tracking import WandbMirror
 
         mirror = WandbMirror(logger_cfg, sweep_dir, f"curve/{sweep_dir.name}", "curves", {}, job_type="curve")
-        mirror.log_curve(points, sweep_dir / "curve.png")
+        mirror.log_reports(sweep_dir)
         mirror.log_final({"n_points": len(points), "n_failed": summary["n_failed"]})
         mirror.finish()
     return summary

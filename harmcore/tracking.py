@@ -8,7 +8,9 @@ look like secrets never reach W&B, and raw generations are uploaded only when
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 from pathlib import Path
 
@@ -33,6 +35,21 @@ def flatten(d: dict, prefix: str = "") -> dict:
         elif isinstance(v, (int, float, bool, str)) or v is None:
             out[key] = v
     return out
+
+
+def read_csv_rows(path) -> list[dict]:
+    """A report CSV back as dicts, numbers as floats and empty cells as None."""
+
+    def value(v: str):
+        if v == "":
+            return None
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+    with open(path, newline="") as f:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 class WandbMirror:
@@ -84,16 +101,37 @@ class WandbMirror:
             table = wandb.Table(columns=cols, data=[[g.get(c) for c in cols] for g in generations])
             self.run.log({"generations": table})
 
-    def log_curve(self, rows: list[dict], png: Path | None = None) -> None:
+    def log_reports(self, sweep_dir) -> None:
+        """Every report of a sweep folder: each CSV as a W&B Table, each PNG as an image, and
+        per model family one line plot per harm measure over log10 sparsity, one line per model."""
         if self.run is None:
             return
         import wandb
 
-        if rows:
-            cols = list(rows[0])
-            self.run.log({"curve": wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
-        if png is not None and png.exists():
-            self.run.log({"curve_png": wandb.Image(str(png))})
+        sweep_dir = Path(sweep_dir)
+        tables = {}
+        for csv_path in sorted(sweep_dir.glob("*.csv")):
+            rows = read_csv_rows(csv_path)
+            if rows:
+                tables[csv_path.stem] = rows
+                cols = list(rows[0])
+                self.run.log({csv_path.stem: wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in rows])})
+        for png in sorted(sweep_dir.glob("*.png")):
+            self.run.log({f"{png.stem}_png": wandb.Image(str(png))})
+        family = {r["model"]: r["family"] or "models" for r in tables.get("pairs", [])}
+        for fam in sorted(set(family.values())):
+            points = [
+                r
+                for r in tables.get("curve", [])
+                if family.get(r["model"]) == fam and (r["sparsity_achieved"] or 0) > 0
+            ]
+            for measure in ("harmfulness", "harm_nll", "benign_nll"):
+                data = [[r["model"], math.log10(r["sparsity_achieved"]), r[measure]] for r in points]
+                data = [d for d in data if isinstance(d[2], float)]
+                if data:
+                    table = wandb.Table(columns=["model", "log10_sparsity", measure], data=data)
+                    chart = wandb.plot.line(table, "log10_sparsity", measure, stroke="model", title=f"{fam}: {measure}")
+                    self.run.log({f"pairs/{fam}/{measure}": chart})
 
     def finish(self) -> None:
         if self.run is not None:

@@ -78,6 +78,18 @@ def test_compression_pairs_identical_calibration_and_report(tmp_path):
         assert ratio["ratio"] == ""
     assert (sweep / "pairs.png").stat().st_size > 1000
 
+    # the same reports logged to one W&B curve run: tables, images, per-family line plots
+    r = cli("experiments.aggregate", str(sweep), "--wandb", env={"WANDB_MODE": "offline"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    from harmcore.tracking import read_wandb_file
+
+    (run_file,) = sweep.glob("wandb/offline-run-*/run-*.wandb")
+    history = read_wandb_file(run_file)["history"]
+    assert history["curve/nrows"] == len(jobs) and history["pairs/nrows"] == len(rows)
+    assert history["curve_png/_type"] == history["pairs_png/_type"] == "image-file"
+    family = rows[0]["family"] or "models"  # one line per model over the pruned points of the family
+    assert history[f"pairs/{family}/harmfulness_table/nrows"] == sum(m["sparsity_achieved"] > 0 for m in jobs)
+
 
 def test_cross_domain_matrix_matches_job_metrics(tmp_path):
     out = tmp_path / "out"
