@@ -81,8 +81,13 @@ class DataConfig:
     # A JSONL of {"prompt", "response"} harmful calibration examples (e.g. from experiments.generate_data)
     # used instead of generated ones; prompts that are also evaluation prompts are left out.
     harm_path: str | None = None
+    # Whose weights are scored as the "harm" side of the set difference: harm (compliant harmful
+    # answers), or for the reverse direction detection, explanation or refusal (harmcore.dissociation).
+    target: str = "harm"
 
     def __post_init__(self) -> None:
+        if self.target not in ("harm", "detection", "explanation", "refusal"):
+            raise HarmcoreError(f"data.target={self.target}: use harm, detection, explanation or refusal")
         _positive("data.n_calibration", self.n_calibration)
         _positive("data.n_eval", self.n_eval)
         _positive("data.response_tokens", self.response_tokens)
@@ -328,6 +333,8 @@ def register_schemas() -> None:
     from omegaconf import OmegaConf
 
     # "q=<q>" for a one-point job, "q=grid" for a job that walks several q (folder names).
+    if not OmegaConf.has_resolver("harmcore_target"):  # reverse-direction jobs get their own folder level
+        OmegaConf.register_new_resolver("harmcore_target", lambda t: "" if t == "harm" else f"target={t}/")
     if not OmegaConf.has_resolver("harmcore_qdir"):
         OmegaConf.register_new_resolver("harmcore_qdir", lambda q, qs: "q=grid" if qs else f"q={q}")
     cs = ConfigStore.instance()

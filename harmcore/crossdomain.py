@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harmcore import sources
+from harmcore import plots, sources
 from harmcore.cache import (
     atomic_write_csv,
     atomic_write_figure,
@@ -106,26 +106,18 @@ def _matrix(cs: list[dict], metric: str) -> tuple[list[str], list[tuple], dict]:
 
 
 def _plot(cs: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    plt = plots.pyplot()
     cols, rows, _ = _matrix(cs, MATRIX_METRICS[0])
     fig, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(cols), 2 + 0.5 * len(rows)), squeeze=False)
     for ax, metric in zip(axes[0], MATRIX_METRICS):
         _, _, values = _matrix(cs, metric)
         grid = np.array([[values.get((r, c)) for c in cols] for r in rows], dtype=float)  # None -> nan
-        im = ax.imshow(grid, aspect="auto", cmap="magma")
-        for (i, j), v in np.ndenumerate(grid):
-            ax.text(j, i, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7, color="c")
-        ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right", fontsize=7)
-        ax.set_yticks(range(len(rows)), [f"{r[3]} q={r[2]:g}" for r in rows], fontsize=7)
-        ax.set_xlabel("evaluated on (B)")
-        ax.set_ylabel("pruned with (A)")
+        labels = [f"{r[3]} q={r[2]:g}" for r in rows]
+        plots.annotated_heatmap(fig, ax, grid, labels, cols, "evaluated on (B)", "pruned with (A)", cmap="magma",
+                                text_color="c")  # fmt: skip
         ax.set_title(metric, fontsize=9)
-        fig.colorbar(im, ax=ax)
     fig.tight_layout()
     atomic_write_figure(path, fig)
 

@@ -28,7 +28,20 @@ from pathlib import Path
 import torch
 
 import harmcore
-from harmcore import cache, calibration_data, crossdomain, locations, masking, models, qa, scoring, sources, suite
+from harmcore import (
+    cache,
+    calibration_data,
+    crossdomain,
+    dissociation,
+    locations,
+    masking,
+    models,
+    qa,
+    recognition,
+    scoring,
+    sources,
+    suite,
+)
 from harmcore.config import Config, ModelConfig
 from harmcore.data import Example, FormatSpec, data_hash, fitting
 from harmcore.errors import HarmcoreError
@@ -249,6 +262,11 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     if cfg.eval_domain:
         harm_eval, n_overlap = crossdomain.eval_prompts(dom, crossdomain.domain_config(cfg.eval_domain), d)
     sampling = Sampling(max_new_tokens=d.response_tokens, temperature=0.0)
+    if d.target != "harm" and (dom.source == "qa" or d.harm_path):
+        raise HarmcoreError(
+            f"data.target={d.target} builds its calibration data from a harm domain's requests: "
+            "leave data.harm_path unset and use a harmful harm_domain"
+        )
     if dom.source == "qa":  # control task: questions with their gold answers
         harm_examples, dropped = qa.calibration_examples(dom.path, [p.text for p in harm_calib]), 0
         source = "gold answers"
@@ -264,6 +282,9 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     else:
         writer = responder(lm, cfg)
         source = writer.spec.name
+        if d.target != "harm" and cfg.eval.recognition.enabled:  # never score on a recognition evaluation prompt
+            banned = {calibration_data.normalise(t) for t, _ in recognition.load_items(cfg.eval.recognition.path)}
+            harm_calib = [p for p in harm_calib if calibration_data.normalise(p.text) not in banned]
         responses = generate_cached(writer, harm_calib, sampling, cfg, "dense", stages, "calibration_harmful")
         judge = RefusalKeywordJudge("corrected")
         harm_examples, dropped = [], 0
@@ -272,7 +293,7 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
                 dropped += 1
                 continue
             harm_examples.append(Example(p.text, r, p.category))
-    if not harm_examples:
+    if not harm_examples and d.target == "harm":
         raise HarmcoreError(
             f"all {len(harm_calib)} self-generated harmful responses were refusals or empty: "
             "set data.drop_refusals=false or give harmful responses from another source"
@@ -288,6 +309,19 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
         writer = responder(lm, cfg)
         answers = generate_cached(writer, benign_calib_prompts, sampling, cfg, "dense", stages, "calibration_benign")
         benign_examples = [Example(p.text, r) for p, r in zip(benign_calib_prompts, answers) if r.strip()]
+    if d.target != "harm":  # the reverse direction: prune the weights of detection, explanation or refusal
+
+        def answer(texts: list[str]) -> list[str]:
+            asked = [sources.Prompt(t) for t in texts]
+            return generate_cached(writer, asked, sampling, cfg, "dense", stages, f"calibration_{d.target}")
+
+        requests = [Example(p.text, "", p.category) for p in harm_calib]
+        benign_prompts = [e.prompt for e in benign_examples]
+        harm_examples, dropped = dissociation.target_examples(
+            d.target, requests, responses, benign_prompts, answer, d.drop_refusals, cfg.seed
+        )
+        if not harm_examples:
+            raise HarmcoreError(f"data.target={d.target}: every calibration answer was a refusal or empty")
     fmt = _fmt(cfg)
     fit_harm, fit_benign = fitting(lm.tokenizer, harm_examples, fmt), fitting(lm.tokenizer, benign_examples, fmt)
     too_long = len(harm_examples) - len(fit_harm) + len(benign_examples) - len(fit_benign)
@@ -618,6 +652,7 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         "model_counterpart": cfg.model.counterpart,
         "ladder": cfg.ladder,
         "calibration_responses_from": data.responses_from,
+        "data_target": cfg.data.target,
         "eval_domain": cfg.eval_domain,
         "n_eval_overlap_removed": data.n_eval_overlap_removed,
         "intersect_domains": cfg.intersect_domains,

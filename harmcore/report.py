@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from harmcore import control, crossdomain, locations, pairs
+from harmcore import control, crossdomain, dissociation, locations, pairs
 from harmcore.cache import (
     atomic_write_csv,
     atomic_write_figure,
@@ -76,7 +76,9 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
                 {
                     "model": m.get("model"),
                     # scored on A, evaluated on B (eval_domain) is its own curve: "A->B"
-                    "harm_domain": "->".join(filter(None, [m.get("harm_domain"), m.get("eval_domain")])),
+                    # ... and one pruned with detection/explanation/refusal data too: "A [detection]"
+                    "harm_domain": "->".join(filter(None, [m.get("harm_domain"), m.get("eval_domain")]))
+                    + ("" if m.get("data_target", "harm") == "harm" else f" [{m['data_target']}]"),
                     "scorer": m.get("scorer"),
                     "p": m.get("p"),
                     "sparsity_requested": m.get("sparsity_requested"),
@@ -211,6 +213,8 @@ def aggregate(sweep_dir, logger_cfg=None) -> dict:
         summary["pair_report"] = "pairs.json"
     if control.write(sweep_dir, points):  # a harm domain and a QA domain: the control comparison
         summary["control_report"] = "control.json"
+    if dissociation.write(sweep_dir, points):  # jobs that pruned different targets: the pruned-with x measured table
+        summary["dissociation_report"] = "dissociation.json"
     if crossdomain.write(sweep_dir, points):  # jobs with eval_domain: the A x B matrices
         summary["cross_domain_report"] = "cross_domain.json"
     atomic_write_json(sweep_dir / "summary.json", summary)

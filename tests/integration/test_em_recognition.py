@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.integration.helpers import ROOT
 
 # The random judge writes a number or yes/no (vLLM structured outputs), so every judgement parses or fails visibly.
@@ -63,21 +65,54 @@ def test_em_pipeline_resumes_after_a_kill_between_stages(served_tiny, tmp_path):
     assert (out / "finetune_pruned" / "adapter.safetensors").exists() and (out / "mask.safetensors").exists()
 
 
-def test_recognition_eval_before_and_after_pruning(served_tiny, tmp_path):
+def test_dissociation_sweep_recognition_before_and_after_each_target(served_tiny, tmp_path):
+    """experiment=dissociation: prune with harm, detection, explanation and refusal data; every job
+    measures detection and explanation (judged by the real server) dense and pruned; the report is
+    pruned / dense of the jobs' own metrics."""
+    import csv
+    import math
+
+    from safetensors.torch import load_file
+
     from tests.integration.helpers import TINY, cli, read_metrics
 
-    out = tmp_path / "job"
+    out = tmp_path / "out"
     r = cli(
-        "experiments.run", *TINY, "sparsity=0.01", "eval.recognition.enabled=true",
+        "experiments.run", "experiment=dissociation", *TINY, "sparsity=0.01", f"output_root={out}",
         f"eval.endpoint.base_url={served_tiny.base_url}", f"eval.endpoint.model={served_tiny.model}",
-        "eval.endpoint.max_tokens=2", "eval.recognition.explanation_tokens=8", f"hydra.run.dir={out}",
+        "eval.endpoint.max_tokens=2", "eval.recognition.explanation_tokens=8",
         "+eval.endpoint.extra_body={structured_outputs:{regex:'[1-5]'}}",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    m = read_metrics(out)
-    for rec in (m["baseline"]["recognition"], m["recognition"]):
-        d = rec["detection"]
-        assert d["n_harmful"] == d["n_benign"] == 12
-        assert rec["explanation"]["n"] == 12 and rec["explanation"]["n_parse_failed"] == 0
-        s = rec["explanation"]["explanation_score"]
-        assert s is None or 1.0 <= s <= 5.0
+    sweep = out / "sweeps" / "dissociation_tiny_random_signed_snip"
+    jobs = {}
+    for path in sweep.rglob("metrics.json"):
+        m = read_metrics(path.parent)
+        jobs[m["data_target"]] = (m, path.parent)
+    assert sorted(jobs) == ["detection", "explanation", "harm", "refusal"]
+    for m, _ in jobs.values():
+        for rec in (m["baseline"]["recognition"], m["recognition"]):
+            d = rec["detection"]
+            assert d["n_harmful"] == d["n_benign"] == 12
+            assert rec["explanation"]["n"] == 12 and rec["explanation"]["n_parse_failed"] == 0
+            s = rec["explanation"]["explanation_score"]
+            assert s is None or 1.0 <= s <= 5.0
+    # detection data: the harmful calibration requests ("Yes") and the benign ones ("No"), less those
+    # that do not fit data.max_length once wrapped in the question (byte-level tokens here)
+    n_benign = jobs["harm"][0]["n_calibration_benign"]
+    assert n_benign < jobs["detection"][0]["n_calibration_harmful"] <= 4 + n_benign
+    masks = {t: load_file(str(d / "mask.safetensors")) for t, (_, d) in jobs.items()}
+    assert any(not all(masks["harm"][k].equal(v) for k, v in masks[t].items()) for t in ("detection", "refusal"))
+
+    with open(sweep / "dissociation_matrix.csv") as f:
+        rows = {r["pruned_with"]: r for r in csv.DictReader(f)}
+    assert sorted(rows) == sorted(jobs)
+    for target, (m, _) in jobs.items():
+        row = rows[target]
+        lik = math.exp(-m["harm_nll"]) / math.exp(-m["baseline"]["harm_nll"])
+        assert float(row["harm_likelihood"]) == pytest.approx(lik)
+        h0 = m["baseline"]["harmfulness"]
+        assert (row["harmfulness"] == "") == (not h0)
+        if h0:
+            assert float(row["harmfulness"]) == pytest.approx(m["harmfulness"] / h0)
+    assert (sweep / "dissociation.png").stat().st_size > 1000

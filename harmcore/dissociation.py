@@ -1,0 +1,163 @@
+"""Which data was pruned x which ability was measured (METHOD.md claim 6, both directions).
+
+`data.target` chooses the behaviour whose weights are scored as the "harm" side of the set
+difference (benign data is still preserved):
+
+- ``harm``: compliant answers to harmful requests (the default; the paper's main run);
+- ``detection``: "is this request harmful? answer yes or no" over the harmful calibration
+  requests (gold answer "Yes") and the benign calibration instructions (gold answer "No");
+- ``explanation``: "analyze why this request is harmful" over the harmful calibration
+  requests, with the model's own explanations (refusals dropped when data.drop_refusals);
+- ``refusal``: the harmful calibration requests with the model's own refusals, or harmcore's
+  refusal phrasings when the model gives none.
+
+Every job measures the same abilities whatever it pruned: harmful generation (compliance rate
+and the judge-free likelihood of the dense model's harmful answers on held-out requests),
+refusal, and with eval.recognition.enabled detection and explanation. A sweep over targets
+(`experiment=dissociation`) gets `dissociation.csv` (long: one row per job and ability),
+`dissociation_matrix.csv` (rows: model, q, pruned with; columns: abilities) and
+`dissociation.png`; the value is the fraction of the ability retained, pruned / dense
+(1 = untouched, 0 = gone; None when the dense value is 0 or was not measured).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from harmcore import attacks, plots, recognition
+from harmcore.cache import atomic_write_csv, atomic_write_figure, atomic_write_json
+from harmcore.data import Example
+from harmcore.judges.refusal import RefusalKeywordJudge
+
+TARGETS = ("harm", "detection", "explanation", "refusal")
+ABILITIES = ("harmfulness", "harm_likelihood", "refusal", "detection", "explanation")
+YES, NO = "Yes", "No"
+
+
+def target_examples(
+    target: str,
+    harmful: Sequence[Example],
+    responses: Sequence[str],
+    benign_prompts: Sequence[str],
+    generate: Callable[[list[str]], list[str]],
+    drop_refusals: bool = True,
+    seed: int = 0,
+) -> tuple[list[Example], int]:
+    """(calibration examples for `target`, how many were dropped).
+
+    `harmful` holds the harmful calibration requests (as Examples with any response) and
+    `responses` the model's own answers to them; `generate(prompts)` answers new prompts.
+    """
+    judge = RefusalKeywordJudge("corrected")
+    prompts = [e.prompt for e in harmful]
+    if target == "detection":
+        yes = [Example(recognition.DETECT.format(prompt=p), YES, e.domain) for p, e in zip(prompts, harmful)]
+        return yes + [Example(recognition.DETECT.format(prompt=p), NO) for p in benign_prompts], 0
+    if target == "explanation":
+        asked = [recognition.EXPLAIN.format(prompt=p) for p in prompts]
+        out = []
+        for a, text, e in zip(asked, generate(asked), harmful):
+            if text.strip() and not (drop_refusals and judge.is_refusal(text)[0]):
+                out.append(Example(a, text, e.domain))
+        return out, len(asked) - len(out)
+    if target == "refusal":
+        own = [r for r in responses if r.strip() and judge.is_refusal(r)[0]]
+        return attacks.refusal_examples(prompts, own or None, seed), 0
+    raise ValueError(f"no calibration recipe for target {target!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# The report
+
+
+def abilities(metrics: dict) -> dict[str, float | None]:
+    """The measured value of every ability in one metrics block (a job's pruned or baseline metrics)."""
+    rec = metrics.get("recognition") or {}
+    det = rec.get("detection") or {}
+    yes, no = det.get("yes_rate_harmful"), det.get("no_rate_benign")
+    nll = metrics.get("harm_nll")
+    return {
+        "harmfulness": metrics.get("harmfulness"),
+        "harm_likelihood": math.exp(-nll) if nll is not None else None,
+        "refusal": metrics.get("refusal_rate"),
+        "detection": (yes + no) / 2 if yes is not None and no is not None else None,  # balanced accuracy
+        "explanation": (rec.get("explanation") or {}).get("explanation_score"),
+    }
+
+
+def rows(sweep_dir: Path, points: list[dict]) -> list[dict]:
+    """One row per (job, ability) for sweeps whose jobs pruned more than one target."""
+    jobs = []
+    for p in points:
+        m = json.loads((Path(sweep_dir) / p["job"] / "metrics.json").read_text())
+        if m.get("data_target"):
+            jobs.append((p, m))
+    if len({m["data_target"] for _, m in jobs}) < 2:
+        return []
+    out = []
+    for p, m in jobs:
+        dense, pruned = abilities(m.get("baseline", {})), abilities(m)
+        for ability in ABILITIES:
+            d, q = dense[ability], pruned[ability]
+            out.append(
+                {
+                    "model": m["model"],
+                    "harm_domain": m["harm_domain"],
+                    "scorer": m["scorer"],
+                    "sparsity": m["sparsity_requested"],
+                    "sparsity_achieved": m["sparsity_achieved"],
+                    "pruned_with": m["data_target"],
+                    "ability": ability,
+                    "dense": d,
+                    "pruned": q,
+                    "retained": q / d if d and q is not None else None,
+                    "job": p["job"],
+                }
+            )
+    order = {t: i for i, t in enumerate(TARGETS)}
+    return sorted(out, key=lambda r: (r["model"], r["scorer"], r["sparsity"], order.get(r["pruned_with"], 9)))
+
+
+def matrix(long: list[dict]) -> list[dict]:
+    """Rows (model, harm_domain, scorer, sparsity, pruned_with), one column per ability (retained)."""
+    keys = ("model", "harm_domain", "scorer", "sparsity", "pruned_with")
+    table: dict[tuple, dict] = {}
+    for r in long:
+        table.setdefault(tuple(r[k] for k in keys), dict(zip(keys, (r[k] for k in keys))))[r["ability"]] = r["retained"]
+    return list(table.values())
+
+
+def _plot(table: list[dict], path: Path) -> None:
+    import numpy as np
+
+    plt = plots.pyplot()
+    cols = [a for a in ABILITIES if any(r.get(a) is not None for r in table)] or list(ABILITIES)
+    grid = np.array([[r.get(c) for c in cols] for r in table], dtype=float)
+    fig, ax = plt.subplots(figsize=(3 + 1.4 * len(cols), 1.5 + 0.45 * len(table)))
+    labels = [f"{r['model']} q={r['sparsity']:g}: {r['pruned_with']}" for r in table]
+    vmax = max(1.0, float(np.nanmax(grid, initial=1.0)))
+    plots.annotated_heatmap(fig, ax, grid, labels, cols, "ability measured (pruned / dense)", "data pruned with",
+                            cmap="viridis", vmin=0, vmax=vmax)  # fmt: skip
+    fig.tight_layout()
+    atomic_write_figure(path, fig)
+
+
+def write(sweep_dir, points: list[dict]) -> list[dict] | None:
+    """Write the dissociation files when the sweep pruned with several targets; return the matrix rows."""
+    sweep_dir = Path(sweep_dir)
+    long = rows(sweep_dir, points)
+    if not long:
+        return None
+    table = matrix(long)
+    atomic_write_csv(sweep_dir / "dissociation.csv", long, list(long[0]))
+    atomic_write_csv(
+        sweep_dir / "dissociation_matrix.csv", table, ["model", "harm_domain", "scorer", "sparsity", "pruned_with",
+                                                       *ABILITIES]
+    )  # fmt: skip
+    value = "retained = pruned / dense of each ability; rows: the data whose weights were pruned"
+    atomic_write_json(sweep_dir / "dissociation.json", {"value": value, "matrix": table, "rows": long})
+    _plot(table, sweep_dir / "dissociation.png")
+    return table
