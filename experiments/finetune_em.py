@@ -8,21 +8,16 @@ import logging
 import sys
 from pathlib import Path
 
-from harmcore.cli import CONF_DIR, main_guard
-from harmcore.config import register_schemas, to_run_config
+from harmcore.cli import compose_run_config, main_guard
 from harmcore.em import run_em
 
 
 @main_guard
 def main() -> None:
-    from hydra import compose, initialize_config_dir
-
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
     args = [a for a in sys.argv[1:] if not a.startswith("out_dir=")]
     out = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("out_dir=")]
-    register_schemas()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = to_run_config(compose("config", overrides=args))
+    cfg = compose_run_config(args)
     job_dir = Path(out[0]) if out else Path(cfg.output_root) / "em" / cfg.model.name / cfg.em.name
     m = run_em(cfg, job_dir)
     print(f"EM rate: dense fine-tune {m['em_rate_dense_ft']}, pruned fine-tune {m['em_rate_pruned_ft']} -> {job_dir}")

@@ -76,6 +76,28 @@ def option_config(group: str, name: str, conf_dir: Path = CONF_DIR):
     return GROUPS[group](**values)
 
 
+def compose_run_config(overrides: list[str]):
+    """The run Config for command-line `overrides` outside @hydra.main (experiments.finetune_em,
+    experiments.generate_data); a bad override is one line naming it, not a traceback."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from harmcore.config import register_schemas, to_run_config
+
+    register_schemas()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return to_run_config(compose("config", overrides=overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+        cause = str(err.__cause__).strip().splitlines()[0] if err.__cause__ is not None and str(err.__cause__) else ""
+        message = f"{first}: {cause}" if cause else first
+        raise HarmcoreError(
+            f"{message.rstrip('.')}; check it against `python -m experiments.run --cfg job`, which prints every key"
+        ) from None
+
+
 FAILED_JOBS: list[str] = []
 
 

@@ -196,6 +196,20 @@ def test_bad_input_is_one_clear_line(out, args, message):
     assert len(errors) == 1 and message in errors[0], r.stderr[-2000:]
 
 
+@pytest.mark.parametrize(
+    "module,args,message",
+    [("experiments.finetune_em", ["em.lrr=1e-4"], "Could not override 'em.lrr': Key 'lrr' not in 'EMConfig'"),
+     ("experiments.finetune_em", ["em.lr=fast"], "Value 'fast' of type 'str' could not be converted to Float"),
+     ("experiments.generate_data", ["generate.method=self", "data.target=harmful"], "data.target=harmful: use harm")],
+)  # fmt: skip
+def test_bad_overrides_of_the_other_entry_points_are_one_line(out, module, args, message):
+    r = cli(module, "model=tiny_random", f"output_root={out}", *args)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], r.stderr[-2000:]
+    assert not any(out.iterdir()) if out.exists() else True  # nothing written
+
+
 def test_unreachable_hub_model_says_how_to_use_a_local_copy(out):
     r = cli(
         "experiments.run",
