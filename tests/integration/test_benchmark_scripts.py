@@ -1,0 +1,41 @@
+"""The benchmark scripts that are meant for a GPU run here on tiny shapes, so a short GPU session
+spends its time measuring, not debugging. Speed is not asserted; the results must be sane."""
+
+import json
+import subprocess
+import sys
+
+from tests.integration.helpers import ROOT
+
+
+def test_gpu_benchmark_runs_on_a_tiny_shape(tmp_path):
+    out = tmp_path / "gpu.json"
+    cmd = [sys.executable, "-m", "benchmarks.gpu", "--shape", "tiny", "--device", "cpu", "--dtype", "float32",
+           "--examples", "4", "--seq", "96", "--batch", "2", "--chunk", "2", "--reference-examples", "2",
+           "--matmul-n", "256", "--skip-generation", "--json", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["reference_max_rel_diff"] < 1e-4  # the reference loop and the one pass agree
+    for mode in ("bare_fwd_bwd", "signed_snip", "snip_abs", "signed_snip_2_layers_per_pass", "reference_layerwise"):
+        m = r[mode]
+        assert m["s"] > 0 and m["model_tflops"] > 0 and 0 < m["fraction_of_matmul"]
+        assert abs(m["tok_s"] * m["s"] - (2 if mode == "reference_layerwise" else 4) * 96) < 1e-6 * m["tok_s"] + 1
+    assert r["abs_vs_signed"] == r["snip_abs"]["s"] / r["signed_snip"]["s"]
+    rows = r["selection"]
+    assert [row["q"] for row in rows] == [1e-5, 1e-4, 1e-3, 1e-2]
+    pruned = [row["global_pruned"] for row in rows]
+    assert pruned == sorted(pruned) and pruned[-1] > 0  # a larger q prunes more
+
+
+def test_sweep_overhead_benchmark_accounts_for_the_wall_time(tmp_path):
+    out = tmp_path / "overhead.json"
+    cmd = [sys.executable, "-m", "benchmarks.sweep_overhead", "--model", "tiny_random", "--points", "3",
+           "--examples", "4", "--new-tokens", "8", "--json", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["points"] == 3 and r["grid"] == [0.0, 1e-5, 1e-4]
+    parts = r["scoring_s"] + r["generation_s"] + r["nll_s"] + r["load_model_s"]
+    assert r["scoring_s"] > 0 and r["generation_s"] > 0 and r["peak_rss_gb"] > 0.1
+    assert abs(r["overhead_s"] - (r["wall_s"] - parts)) < 0.01 and 0 < r["overhead_fraction"] < 1
