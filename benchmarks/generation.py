@@ -16,13 +16,13 @@ Ratios: `swap_vs_engine_start`, `swap_vs_restart` (= swap / (checkpoint write + 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import emit
 from harmcore import masking, models, scoring
 from harmcore.generation import HFGenerator, Request, Sampling
 from harmcore.selection import set_difference
@@ -119,10 +119,7 @@ def main() -> None:
     r["vllm_vs_hf"] = r["vllm_tok_s"] / r["hf_tok_s"]
     r["swap_vs_engine_start"] = r["swap_s"] / r["engine_start_s"]
     r["swap_vs_restart"] = r["swap_s"] / (r["engine_start_s"] + r["checkpoint_write_s"])
-    r = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in r.items()}
-    print(json.dumps(r, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+    emit(r, args.json, digits=4)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import emit
 from harmcore.data import TokenizedExample
 from harmcore.scoring import compute
 from harmcore.scoring_reference import layerwise_snip
@@ -199,9 +200,7 @@ def main() -> None:
         cmd = [sys.executable, "-m", "benchmarks.generation", "--model", model, *args.generation_args.split()]
         done = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True)
         r["generation"] = json.loads(out.read_text()) if done.returncode == 0 else {"error": done.stderr[-2000:]}
-    print(json.dumps(r, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+    emit(r, args.json)
 
 
 if __name__ == "__main__":

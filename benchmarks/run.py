@@ -35,7 +35,9 @@ def main() -> None:
     scoring = run("scoring", "--model", args.model, "--examples", args.examples, "--memory")
     selection = run("selection")
     generation = run("generation", "--model", args.model)
-    results = {"scoring": scoring, "selection": selection, "generation": generation}
+    conf_model = {"smollm2_embedded": "smollm2_135m_instruct"}.get(args.model, args.model)
+    overhead = run("sweep_overhead", "--model", conf_model)
+    results = {"scoring": scoring, "selection": selection, "generation": generation, "sweep_overhead": overhead}
     if args.grouping:
         results["sweep_grouping"] = run("sweep_grouping")
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -82,6 +84,17 @@ def main() -> None:
     print(
         f"| {g['hf_tok_s']:.0f} | {g['vllm_tok_s']:.0f} | {g['vllm_vs_hf']:.2f} | {g['engine_start_s']:.2f} | "
         f"{g['checkpoint_write_s']:.2f} | {g['swap_s']:.3f} | {g['swap_vs_engine_start']:.3f} |"
+    )
+
+    o = overhead
+    print(f"\none grouped job on {o['model']}: {o['points']} points, {o['examples']} examples, {o['new_tokens']} tokens")
+    print("| wall s | scoring s | generation s | reference NLL s | model load s | overhead s | overhead / wall "
+          "| of which selection | peak RSS GB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {o['wall_s']:.1f} | {o['scoring_s']:.1f} | {o['generation_s']:.1f} | {o['nll_s']:.1f} | "
+        f"{o['load_model_s']:.1f} | {o['overhead_s']:.1f} | {o['overhead_fraction']:.3f} | "
+        f"{o['select_fraction']:.3f} | {o['peak_rss_gb']:.2f} |"
     )
 
     if args.grouping:

@@ -13,12 +13,13 @@ Wall times are reported with their ratio to `grouped`, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import emit
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["data.n_calibration=8", "data.n_eval=8", "data.response_tokens=16", "generation.max_new_tokens=16"]
@@ -60,9 +61,7 @@ def main() -> None:
     results["ratio_vs_grouped"] = {
         k[:-2]: round(results[k] / results["grouped_s"], 2) for k in list(results) if k.endswith("_s")
     }
-    print(json.dumps(results, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    emit(results, args.json)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.common import emit
 from harmcore.models import default_cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,10 +89,7 @@ def main() -> None:
     r["overhead_fraction"] = r["overhead_s"] / wall
     r["select_fraction"] = sums["select_s"] / wall
     r["peak_rss_gb"] = peak_kb / 1024**2
-    r = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in r.items()}
-    print(json.dumps(r, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+    emit(r, args.json, digits=4)
 
 
 if __name__ == "__main__":
