@@ -87,7 +87,8 @@ def main() -> None:
     )
 
     o = overhead
-    print(f"\none grouped job on {o['model']}: {o['points']} points, {o['examples']} examples, {o['new_tokens']} tokens")
+    print(f"\none grouped job on {o['model']}: {o['points']} points, {o['examples']} examples, ", end="")
+    print(f"{o['new_tokens']} new tokens")
     print("| wall s | scoring s | generation s | reference NLL s | model load s | overhead s | overhead / wall "
           "| of which selection | peak RSS GB |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|")
