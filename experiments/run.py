@@ -1,4 +1,7 @@
-"""Run one pruning job, or a sweep with -m: python -m experiments.run [overrides]."""
+"""Run one pruning job, or a sweep with -m: python -m experiments.run [overrides].
+
+With experiment=emergent_misalignment (pipeline=em) each job is the EM recipe of harmcore.em.
+"""
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -16,7 +19,12 @@ def main(cfg: DictConfig) -> dict | None:
 
     job_dir = HydraConfig.get().runtime.output_dir
     try:
-        return run_job(to_run_config(cfg), job_dir, OmegaConf.to_container(cfg, resolve=True))
+        run_cfg = to_run_config(cfg)
+        if run_cfg.pipeline == "em":
+            from harmcore.em import run_em
+
+            return run_em(run_cfg, job_dir)
+        return run_job(run_cfg, job_dir, OmegaConf.to_container(cfg, resolve=True))
     except Exception as err:  # HarmcoreError and anything else: see report_job_error
         report_job_error(err, job_dir)
         return None

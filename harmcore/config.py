@@ -288,6 +288,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     generate: GenerateDataConfig = field(default_factory=GenerateDataConfig)  # experiments.generate_data only
     em: EMConfig = field(default_factory=EMConfig)  # experiments.finetune_em only
+    # What experiments.run runs: prune (score, prune, measure) or em (the emergent-misalignment
+    # recipe of harmcore.em, as experiments.finetune_em does; experiment=emergent_misalignment).
+    pipeline: str = "prune"
     sparsity: float = 1e-5  # q: fraction of each matrix's top harm weights to prune
     # Several q in one job (one process, one model load): e.g. one SLURM task per model that
     # walks its whole curve. Each point goes to <job dir>/q=<q>/. null = just `sparsity`.
@@ -308,6 +311,8 @@ class Config:
     intersect_domains: list[str] | None = None
 
     def __post_init__(self) -> None:
+        if self.pipeline not in ("prune", "em"):
+            raise HarmcoreError(f"pipeline={self.pipeline}: use prune or em (experiment=emergent_misalignment)")
         _fraction("sparsity", self.sparsity)
         for q in self.sparsities or []:
             _fraction("sparsities", q)

@@ -509,9 +509,11 @@ def reference_sets(lm, cfg: Config, data: JobData, stages: StageLog) -> dict[str
 def config_hash(cfg: Config) -> str:
     """Hash of the settings that change results (not paths, names or logging)."""
     d = asdict(cfg)
-    for k in ("logger", "output_root", "cache_dir", "threads", "name", "generate", "em"):
+    for k in ("logger", "output_root", "cache_dir", "threads", "name", "generate", "em", "pipeline"):
         d.pop(k, None)
     d["generation"].pop("vllm", None)  # how the engine is built, not what it computes
+    if d["data"]["target"] == "harm":  # jobs from before data.target keep their hash
+        d["data"].pop("target")
     if not d["eval"]["recognition"]["enabled"]:  # jobs from before the recognition eval keep their hash
         d["eval"].pop("recognition")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

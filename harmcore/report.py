@@ -70,6 +70,8 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
         rel = str(job.relative_to(sweep_dir)) or "."
         if (job / "metrics.json").exists():
             m = json.loads((job / "metrics.json").read_text())
+            if "sparsity_achieved" not in m:  # not a pruning job (e.g. experiment=emergent_misalignment)
+                continue
             base = m.get("baseline", {})
             ci = m.get("harmfulness_ci") or [None, None]
             points.append(

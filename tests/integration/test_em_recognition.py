@@ -64,6 +64,16 @@ def test_em_pipeline_resumes_after_a_kill_between_stages(served_tiny, tmp_path):
     assert m["em_rate_dense_ft"] == m["dense_ft"]["em_rate"] and m["mask"]["n_pruned"] > 0
     assert (out / "finetune_pruned" / "adapter.safetensors").exists() and (out / "mask.safetensors").exists()
 
+    # the same recipe through the runner (experiment=emergent_misalignment) finds every stage done
+    from tests.integration.helpers import cli
+
+    args = [a for a in em_args(served_tiny, out) if not a.startswith("out_dir=")]
+    r = cli("experiments.run", "experiment=emergent_misalignment", *args, f"hydra.run.dir={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((out / "metrics.json").read_text())
+    assert set(again["stages"].values()) == {"resumed"}
+    assert again["em_rate_pruned_ft"] == m["em_rate_pruned_ft"] and again["mask"] == m["mask"]
+
 
 def test_dissociation_sweep_recognition_before_and_after_each_target(served_tiny, tmp_path):
     """experiment=dissociation: prune with harm, detection, explanation and refusal data; every job
