@@ -4,7 +4,8 @@ Scores are random tensors shaped like a model's prunable matrices (SmolLM2-135M 
 210 matrices, 106M weights). `*_s` columns time a whole set difference (harm top-q minus
 preserve top-p, p = 5e-5, with input checks). The global top-k alone is compared with a
 baseline that concatenates every score and runs one topk (which needs a full copy of the
-scores; harmcore's exact search does not).
+scores; harmcore's exact search does not). `sweep` times the masks of a 10-point grid made
+one set difference at a time vs through one shared `SetDifference` (as a grouped job does).
 
     python -m benchmarks.selection [--layers N] [--json out.json]
 """
@@ -12,12 +13,12 @@ scores; harmcore's exact search does not).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
 
-from harmcore.selection import _global_topk, set_difference
+from benchmarks.common import emit
+from harmcore.selection import SetDifference, _global_topk, set_difference
 
 SMOLLM2_BLOCK = {  # (out, in) of one decoder block's linears
     "q_proj": (576, 576),
@@ -68,11 +69,23 @@ def main() -> None:
         row["baseline_global_concat_topk_s"] = round(timed(lambda q=q: baseline_global(harm, q)), 3)
         row["global_topk_vs_baseline"] = round(row["global_topk_only_s"] / row["baseline_global_concat_topk_s"], 2)
         rows.append(row)
-    result = {"matrices": len(harm), "weights": n, "rows": rows}
-    print(json.dumps(result, indent=2))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    # A 10-point sweep: one set difference per q vs one shared selector (checks and preserve top-p
+    # once, sorted top-q_max per matrix, each q a prefix); the masks are checked equal.
+    grid = [1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2]
+    independent, shared = [], []
+    per_q_s = timed(lambda: independent.extend(set_difference(harm, keep, q, 5e-5) for q in grid))
+
+    def sweep():
+        sel = SetDifference(harm, keep, 5e-5)
+        sel.prepare(max(grid))
+        shared.extend(sel.mask(q) for q in grid)
+
+    shared_s = timed(sweep)
+    same = all(a.indices.keys() == b.indices.keys() and all(torch.equal(a.indices[k], b.indices[k]) for k in a.indices)
+               for a, b in zip(independent, shared))  # fmt: skip
+    sweep_row = {"points": len(grid), "per_q_set_difference_s": round(per_q_s, 3), "shared_selector_s":
+                 round(shared_s, 3), "speedup": round(per_q_s / shared_s, 2), "masks_equal": same}  # fmt: skip
+    emit({"matrices": len(harm), "weights": n, "rows": rows, "sweep": sweep_row}, args.json)
 
 
 if __name__ == "__main__":

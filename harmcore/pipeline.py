@@ -48,7 +48,7 @@ from harmcore.errors import HarmcoreError
 from harmcore.evals import response_nll
 from harmcore.generation import Generator, HFGenerator, Request, Sampling
 from harmcore.judges.refusal import RefusalKeywordJudge
-from harmcore.selection import Mask, set_difference
+from harmcore.selection import Mask, SetDifference, set_difference
 from harmcore.stats import bootstrap_ci
 from harmcore.tracking import WandbMirror
 
@@ -84,6 +84,11 @@ _SCORES: dict[str, dict[str, torch.Tensor]] = {}
 _ENGINES: dict[str, Generator] = {}  # vLLM engines, one per (model, engine settings)
 # A second slot for the model that writes calibration responses (data.responses_from).
 _RESPONDER: dict[str, LoadedModel] = {}
+# Set-difference selectors, one per (harm scores, preserve scores, p, ranking): the points of a
+# sweep share the preserve top-p and, in a grouped job, one sorted top-q_max per matrix.
+_SELECTORS: dict[tuple, SetDifference] = {}
+_GRID_QMAX: list[float] = []  # the largest q of the grouped job being walked
+PREPARE_MAX_Q = 0.05  # above this, sorted candidates cost more memory than the passes they save
 
 
 def cache_dir_of(cfg: Config) -> Path:
@@ -386,6 +391,17 @@ def _load_or_compute_scores(lm, examples, method, cfg, path, meta, stages, stage
     return scores
 
 
+def select(harm, preserve, cfg: Config) -> Mask:
+    """The job's set-difference mask, through the selector its sweep shares."""
+    key = (id(harm), id(preserve), cfg.pruning.p, cfg.pruning.ranking)
+    sel = _SELECTORS.get(key)
+    if sel is None or sel.harm is not harm or sel.preserve is not preserve:
+        sel = _SELECTORS[key] = SetDifference(harm, preserve, cfg.pruning.p, cfg.pruning.ranking)
+    if _GRID_QMAX and cfg.sparsity <= _GRID_QMAX[-1] <= PREPARE_MAX_Q:
+        sel.prepare(_GRID_QMAX[-1])
+    return sel.mask(cfg.sparsity)
+
+
 def shared_mask(lm, cfg: Config, preserve, stages: StageLog) -> tuple[Mask, list[int], list[str]]:
     """The weights pruned by the set-difference mask of EVERY domain in `cfg.intersect_domains`.
 
@@ -550,10 +566,14 @@ def run_job(cfg: Config, job_dir: Path, resolved: dict | None = None) -> dict:
     """
     if cfg.sparsities:
         points = []
-        for q in cfg.sparsities:
-            point = dataclasses.replace(cfg, sparsity=float(q), sparsities=None)
-            sub = dict(resolved or {}, sparsity=float(q), sparsities=None)
-            points.append(run_job(point, Path(job_dir) / f"q={float(q)}", sub))
+        _GRID_QMAX.append(max(cfg.sparsities))
+        try:
+            for q in cfg.sparsities:
+                point = dataclasses.replace(cfg, sparsity=float(q), sparsities=None)
+                sub = dict(resolved or {}, sparsity=float(q), sparsities=None)
+                points.append(run_job(point, Path(job_dir) / f"q={float(q)}", sub))
+        finally:
+            _GRID_QMAX.pop()
         return {"points": points}
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -611,9 +631,10 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
             lm, data.benign_calibration, cfg.scorer.preserve_method, cfg, stages, "scores_preserve"
         )
     t = time.perf_counter()
-    mask = set_difference(harm, preserve, cfg.sparsity, cfg.pruning.p, cfg.pruning.ranking)
     shared_sizes = None
-    if cfg.intersect_domains:
+    if not cfg.intersect_domains:
+        mask = select(harm, preserve, cfg)
+    else:
         mask, shared_sizes, used = shared_mask(lm, cfg, preserve, stages)
         banned = {calibration_data.normalise(t) for t in used}  # never evaluate on any domain's calibration prompt
         data.harm_eval = [p for p in data.harm_eval if calibration_data.normalise(p.text) not in banned]

@@ -173,6 +173,79 @@ def _top(scores: dict[str, torch.Tensor], frac: float, ranking: str) -> dict[str
     return {n: _topk_flat(s.reshape(-1), int(frac * s.numel())) for n, s in scores.items()}
 
 
+class SetDifference:
+    """Set-difference masks for many q over the same scores (the points of a sweep).
+
+    The scores are checked and the preserve top-p is selected once. After `prepare(q_max)`,
+    each matrix's top floor(q_max * numel) harm scores are kept sorted (per-matrix ranking), so
+    every q <= q_max is read off a prefix instead of another pass over all scores; the result
+    is identical to `set_difference` (same tie rule), which a full pass still computes when ties
+    at the cut reach past the kept prefix.
+    """
+
+    def __init__(self, harm, preserve=None, p: float = 0.0, ranking: str = "per_matrix"):
+        _check_fraction("p", p)
+        if ranking not in RANKINGS:
+            raise HarmcoreError(f"unknown ranking {ranking!r}: use one of {', '.join(RANKINGS)}")
+        _check_scores(harm, "harm")
+        if preserve is not None:
+            _check_scores(preserve, "preserve")
+            missing = set(harm) - set(preserve)
+            if missing:
+                raise HarmcoreError(f"preserve scores lack {len(missing)} matrices (e.g. {sorted(missing)[0]})")
+            for n in harm:
+                if harm[n].shape != preserve[n].shape:
+                    raise HarmcoreError(f"harm and preserve scores of {n} differ in shape")
+        self.harm, self.preserve, self.p, self.ranking = harm, preserve, p, ranking
+        with torch.no_grad():
+            use = preserve is not None and p > 0
+            self.keep = _top({n: preserve[n] for n in harm}, p, ranking) if use else {}
+        self.prepared_q = 0.0
+        self._sorted: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def prepare(self, q_max: float) -> None:
+        """Keep each matrix's top floor(q_max * numel) harm scores sorted (per-matrix ranking only)."""
+        _check_fraction("q (sparsity)", q_max)
+        if self.ranking != "per_matrix" or q_max <= self.prepared_q:
+            return
+        with torch.no_grad():
+            for n, s in self.harm.items():
+                k = int(q_max * s.numel())
+                top = torch.topk(s.reshape(-1), k, sorted=True) if k else None
+                self._sorted[n] = (top.values, top.indices) if top is not None else (s.new_empty(0), None)
+        self.prepared_q = q_max
+
+    def _prefix_topk(self, n: str, k: int) -> torch.Tensor:
+        s = self.harm[n].reshape(-1)
+        values, idx = self._sorted[n]
+        if k <= 0:
+            return torch.empty(0, dtype=torch.long, device=s.device)
+        if k >= s.numel():
+            return torch.arange(s.numel(), device=s.device)
+        kth = values[k - 1]
+        if values.numel() < s.numel() and values[-1] == kth:  # ties may continue past the kept prefix
+            return _topk_flat(s, k)
+        above = idx[:k][values[:k] > kth]
+        ties = idx[values == kth].sort().values[: k - above.numel()]  # lower indices first, as _topk_flat
+        return torch.cat([above, ties]).sort().values
+
+    def mask(self, q: float) -> Mask:
+        _check_fraction("q (sparsity)", q)
+        with torch.no_grad():
+            if self._sorted and q <= self.prepared_q:
+                harm_top = {n: self._prefix_topk(n, int(q * s.numel())) for n, s in self.harm.items()}
+            else:
+                harm_top = _top(self.harm, q, self.ranking)
+            indices = {}
+            for n, idx in harm_top.items():
+                if n in self.keep and self.keep[n].numel():
+                    idx = idx[~torch.isin(idx, self.keep[n])]
+                if idx.numel():
+                    indices[n] = idx.to("cpu", torch.long)
+        meta = {"q": repr(float(q)), "p": repr(float(self.p)), "ranking": self.ranking}
+        return Mask(indices, {n: int(s.numel()) for n, s in self.harm.items()}, meta)
+
+
 def set_difference(
     harm: dict[str, torch.Tensor],
     preserve: dict[str, torch.Tensor] | None,
@@ -182,26 +255,4 @@ def set_difference(
 ) -> Mask:
     """Mask of top-q harm weights minus top-p preserve weights (fractions per ranking unit)."""
     _check_fraction("q (sparsity)", q)
-    _check_fraction("p", p)
-    if ranking not in RANKINGS:
-        raise HarmcoreError(f"unknown ranking {ranking!r}: use one of {', '.join(RANKINGS)}")
-    _check_scores(harm, "harm")
-    if preserve is not None:
-        _check_scores(preserve, "preserve")
-        missing = set(harm) - set(preserve)
-        if missing:
-            raise HarmcoreError(f"preserve scores lack {len(missing)} matrices (e.g. {sorted(missing)[0]})")
-        for n in harm:
-            if harm[n].shape != preserve[n].shape:
-                raise HarmcoreError(f"harm and preserve scores of {n} differ in shape")
-    with torch.no_grad():
-        harm_top = _top(harm, q, ranking)
-        keep = _top({n: preserve[n] for n in harm}, p, ranking) if preserve is not None and p > 0 else {}
-        indices = {}
-        for n, idx in harm_top.items():
-            if n in keep and keep[n].numel():
-                idx = idx[~torch.isin(idx, keep[n])]
-            if idx.numel():
-                indices[n] = idx.to("cpu", torch.long)
-    meta = {"q": repr(float(q)), "p": repr(float(p)), "ranking": ranking}
-    return Mask(indices, {n: int(s.numel()) for n, s in harm.items()}, meta)
+    return SetDifference(harm, preserve, p, ranking).mask(q)

@@ -139,3 +139,26 @@ def test_global_topk_search_and_candidate_paths_agree(monkeypatch):
         monkeypatch.undo()
         assert all(torch.equal(fast[n], slow[n]) for n in scores)
         assert sum(v.numel() for v in fast.values()) == k
+
+
+@pytest.mark.parametrize("levels", [3, 50, None])  # few distinct values (many ties at the cut) .. continuous
+def test_sweep_selector_equals_one_set_difference_per_q(levels):
+    from harmcore.selection import SetDifference
+
+    gen = torch.Generator().manual_seed(levels or 0)
+
+    def draw(shape):
+        x = torch.randn(shape, generator=gen)
+        return x if levels is None else torch.randint(0, levels, shape, generator=gen).float()
+
+    harm = {"a": draw((40, 30)), "b": draw((7, 13)), "c": draw((500,))}
+    preserve = {n: draw(t.shape) for n, t in harm.items()}
+    grid = [0.0, 0.001, 0.01, 0.05, 0.1, 0.3]
+    sweep = SetDifference(harm, preserve, p=0.05)
+    sweep.prepare(max(grid))
+    for q in grid:
+        fast, one = sweep.mask(q), set_difference(harm, preserve, q, 0.05)
+        assert fast.indices.keys() == one.indices.keys()
+        assert all(torch.equal(fast.indices[n], one.indices[n]) for n in one.indices), q
+    beyond = sweep.mask(0.5)  # above the prepared q: a full pass, still the same mask
+    assert all(torch.equal(beyond.indices[n], v) for n, v in set_difference(harm, preserve, 0.5, 0.05).indices.items())
