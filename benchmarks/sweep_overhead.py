@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    grid = [0.0] + [10.0 ** (-5 + i) for i in range(args.points - 1)]
+    grid = [0.0] + [10.0 ** (-6 + i) for i in range(args.points - 1)]  # 0, 1e-6, 1e-5, ...: the paper's tiny q
     with tempfile.TemporaryDirectory() as tmp:
         cache, out = Path(tmp) / "cache", Path(tmp) / "out"
         cache.mkdir()

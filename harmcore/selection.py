@@ -210,9 +210,10 @@ class SetDifference:
             return
         with torch.no_grad():
             for n, s in self.harm.items():
-                k = int(q_max * s.numel())
-                top = torch.topk(s.reshape(-1), k, sorted=True) if k else None
-                self._sorted[n] = (top.values, top.indices) if top is not None else (s.new_empty(0), None)
+                # one past the largest cut, so that a tie at the cut shows (and only then costs a full pass)
+                k = min(int(q_max * s.numel()) + 1, s.numel())
+                top = torch.topk(s.reshape(-1), k, sorted=True)
+                self._sorted[n] = (top.values, top.indices)
         self.prepared_q = q_max
 
     def _prefix_topk(self, n: str, k: int) -> torch.Tensor:

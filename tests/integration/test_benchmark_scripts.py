@@ -35,7 +35,7 @@ def test_sweep_overhead_benchmark_accounts_for_the_wall_time(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(out.read_text())
-    assert r["points"] == 3 and r["grid"] == [0.0, 1e-5, 1e-4]
+    assert r["points"] == 3 and r["grid"] == [0.0, 1e-6, 1e-5]
     parts = r["scoring_s"] + r["generation_s"] + r["nll_s"] + r["load_model_s"]
     assert r["scoring_s"] > 0 and r["generation_s"] > 0 and r["peak_rss_gb"] > 0.1
     assert abs(r["overhead_s"] - (r["wall_s"] - parts)) < 0.01 and 0 < r["overhead_fraction"] < 1
