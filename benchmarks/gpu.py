@@ -43,11 +43,11 @@ SHAPES = {
 PROMPT_TOKENS = 64
 
 
-def random_model(shape: str, device: str, dtype: torch.dtype):
+def random_model(shape: str, device: str, dtype: torch.dtype, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(**SHAPES[shape], bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     with torch.device(device):
         model = LlamaForCausalLM(cfg).to(dtype)
     return model.eval()
