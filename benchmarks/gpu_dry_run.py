@@ -124,7 +124,7 @@ def main() -> None:
         torch.cuda.empty_cache()
     grid = [0.0] + [10.0 ** (-7 + 4 * i / max(args.points - 2, 1)) for i in range(args.points - 1)]  # 1e-7 .. 1e-3
     common = [
-        "-m", "name=dry_run", f"output_root={work / 'out'}", f"cache_dir={work / 'cache'}",
+        "name=dry_run", f"output_root={work / 'out'}", f"cache_dir={work / 'cache'}",
         f"sparsities=[{','.join(f'{q:.3g}' for q in grid)}]", f"model.dtype={args.dtype}",
         "+model@data.responses_from=llama3_instruct", f"data.responses_from.path={paths['instruct']}",
         f"data.responses_from.dtype={args.dtype}", f"data.n_calibration={args.calibration}",
@@ -140,7 +140,7 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     r["members"] = {}
     for member, conf in (("base", "llama3_base"), ("instruct", "llama3_instruct")):
-        cmd = [sys.executable, "-m", "experiments.run", f"model={conf}", f"model.path={paths[member]}", *common]
+        cmd = [sys.executable, "-m", "experiments.run", "-m", f"model={conf}", f"model.path={paths[member]}", *common]
         t = time.perf_counter()
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t
@@ -148,7 +148,9 @@ def main() -> None:
             r["members"][member] = {"error": done.stderr[-3000:], "wall_s": wall}
             break
         job = next((work / "out" / "sweeps" / "dry_run").glob(f"{conf}/*/*/*/q=grid"))
-        r["members"][member] = {"wall_s": wall, **stage_seconds(job)}
+        stages = stage_seconds(job)
+        # process start, imports, judge loading and the sweep report are in no stage
+        r["members"][member] = {"wall_s": wall, **stages, "unaccounted": wall - sum(stages.values())}
     ok = [m for m in r["members"].values() if "error" not in m]
     r["total_wall_s"] = sum(m["wall_s"] for m in r["members"].values())
     r["pair_report"] = str(work / "out" / "sweeps" / "dry_run" / "pairs.csv") if len(ok) == 2 else None

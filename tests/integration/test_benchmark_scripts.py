@@ -1,6 +1,7 @@
 """The benchmark scripts that are meant for a GPU run here on tiny shapes, so a short GPU session
 spends its time measuring, not debugging. Speed is not asserted; the results must be sane."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -39,3 +40,25 @@ def test_sweep_overhead_benchmark_accounts_for_the_wall_time(tmp_path):
     parts = r["scoring_s"] + r["generation_s"] + r["nll_s"] + r["load_model_s"]
     assert r["scoring_s"] > 0 and r["generation_s"] > 0 and r["peak_rss_gb"] > 0.1
     assert abs(r["overhead_s"] - (r["wall_s"] - parts)) < 0.01 and 0 < r["overhead_fraction"] < 1
+
+
+def test_gpu_dry_run_runs_the_pair_end_to_end_on_a_tiny_shape(tmp_path):
+    out = tmp_path / "dry.json"
+    cmd = [sys.executable, "-m", "benchmarks.gpu_dry_run", "--shape", "tiny", "--device", "cpu", "--dtype", "float32",
+           "--generation", "hf", "--points", "3", "--calibration", "4", "--eval", "4", "--new-tokens", "8",
+           "--workdir", str(tmp_path / "work"), "--json", str(out)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    r = json.loads(out.read_text())
+    for member in ("base", "instruct"):
+        m = r["members"][member]
+        assert m["scoring"] > 0 and m["generation"] > 0 and m["judging"] > 0 and m["utility"] > 0
+        assert (
+            abs(m["unaccounted"] + sum(v for k, v in m.items() if k not in ("wall_s", "unaccounted")) - m["wall_s"])
+            < 1e-6
+        )
+    with open(r["pair_report"]) as f:  # the pair report holds both members
+        models = {row["model"] for row in csv.DictReader(f)}
+    assert models == {"llama3_base", "llama3_instruct"}
+    metrics = [json.loads(p.read_text()) for p in (tmp_path / "work" / "out").rglob("metrics.json")]
+    assert len(metrics) == 6 and all("strongreject" in json.dumps(m) for m in metrics)
