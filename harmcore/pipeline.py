@@ -88,6 +88,10 @@ _RESPONDER: dict[str, LoadedModel] = {}
 # sweep share the preserve top-p and, in a grouped job, one sorted top-q_max per matrix.
 _SELECTORS: dict[tuple, SetDifference] = {}
 _GRID_QMAX: list[float] = []  # the largest q of the grouped job being walked
+# Each score set is a model-sized fp32 copy: a cross-domain sweep keeps the preserve set and
+# the last harm sets (least recently used dropped first), not one per domain seen.
+MAX_SCORE_SETS = 3
+MAX_SELECTORS = 2
 PREPARE_MAX_Q = 0.05  # above this, sorted candidates cost more memory than the passes they save
 
 
@@ -112,6 +116,7 @@ def get_model(spec: ModelConfig, cache_dir: Path) -> LoadedModel:
     if key not in _LOADED:
         _LOADED.clear()  # one model in memory at a time
         _SCORES.clear()
+        _SELECTORS.clear()
         close_engines()
         _LOADED[key] = _load(spec, cache_dir)
     return _LOADED[key]
@@ -360,11 +365,20 @@ def scores_cached(lm: LoadedModel, examples, method: str, cfg: Config, stages: S
     start = time.perf_counter()
     if str(path) in _SCORES:
         stages.record(stage, "memory", time.perf_counter() - start)
-        return _SCORES[str(path)]
+        _SCORES[str(path)] = scores = _SCORES.pop(str(path))  # most recently used last
+        return scores
     with cache.file_lock(path.with_suffix(".lock")):
         scores = _load_or_compute_scores(lm, examples, method, cfg, path, meta, stages, stage, start)
-    _SCORES[str(path)] = scores
+    _remember(_SCORES, str(path), scores, MAX_SCORE_SETS)
     return scores
+
+
+def _remember(store: dict, key, value, limit: int) -> None:
+    """Insert `value` as the most recent entry, dropping the least recent beyond `limit`."""
+    store.pop(key, None)
+    while len(store) >= limit:
+        store.pop(next(iter(store)))
+    store[key] = value
 
 
 def _load_or_compute_scores(lm, examples, method, cfg, path, meta, stages, stage, start):
@@ -396,7 +410,8 @@ def select(harm, preserve, cfg: Config) -> Mask:
     key = (id(harm), id(preserve), cfg.pruning.p, cfg.pruning.ranking)
     sel = _SELECTORS.get(key)
     if sel is None or sel.harm is not harm or sel.preserve is not preserve:
-        sel = _SELECTORS[key] = SetDifference(harm, preserve, cfg.pruning.p, cfg.pruning.ranking)
+        sel = SetDifference(harm, preserve, cfg.pruning.p, cfg.pruning.ranking)
+        _remember(_SELECTORS, key, sel, MAX_SELECTORS)
     if _GRID_QMAX and cfg.sparsity <= _GRID_QMAX[-1] <= PREPARE_MAX_Q:
         sel.prepare(_GRID_QMAX[-1])
     return sel.mask(cfg.sparsity)

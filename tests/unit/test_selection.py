@@ -162,3 +162,32 @@ def test_sweep_selector_equals_one_set_difference_per_q(levels):
         assert all(torch.equal(fast.indices[n], one.indices[n]) for n in one.indices), q
     beyond = sweep.mask(0.5)  # above the prepared q: a full pass, still the same mask
     assert all(torch.equal(beyond.indices[n], v) for n, v in set_difference(harm, preserve, 0.5, 0.05).indices.items())
+
+
+def test_sweep_caches_are_bounded(monkeypatch):
+    """A sweep over many harm sets keeps a bounded number of selectors (each holds model-sized
+    score references), and the one it reuses gives the same mask as a fresh set difference."""
+    from types import SimpleNamespace
+
+    from harmcore import pipeline
+
+    monkeypatch.setattr(pipeline, "_SELECTORS", {})
+    monkeypatch.setattr(pipeline, "_GRID_QMAX", [])
+    gen = torch.Generator().manual_seed(0)
+    preserve = {"a": torch.rand(8, 8, generator=gen)}
+    cfg = SimpleNamespace(pruning=SimpleNamespace(p=0.2, ranking="per_matrix"), sparsity=0.1)
+    harms = [{"a": torch.rand(8, 8, generator=gen)} for _ in range(5)]
+    for harm in harms:
+        got = pipeline.select(harm, preserve, cfg)
+        want = set_difference(harm, preserve, q=0.1, p=0.2, ranking="per_matrix")
+        assert torch.equal(got.indices["a"], want.indices["a"]) and got.n_pruned > 0
+        assert len(pipeline._SELECTORS) <= pipeline.MAX_SELECTORS
+    kept = [sel.harm for sel in pipeline._SELECTORS.values()]
+    assert kept[-1] is harms[-1] and all(h is not harms[0] for h in kept)
+
+    store = {}
+    for i in range(5):
+        pipeline._remember(store, i, str(i), limit=3)
+    assert list(store) == [2, 3, 4]
+    pipeline._remember(store, 2, "again", limit=3)
+    assert list(store) == [3, 4, 2]
