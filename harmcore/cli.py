@@ -90,12 +90,17 @@ def compose_run_config(overrides: list[str]):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return to_run_config(compose("config", overrides=overrides))
     except (HydraException, OmegaConfBaseException) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
-        cause = str(err.__cause__).strip().splitlines()[0] if err.__cause__ is not None and str(err.__cause__) else ""
+        first = _first_line(err) or type(err).__name__
+        cause = _first_line(err.__cause__) if err.__cause__ is not None else ""
         message = f"{first}: {cause}" if cause else first
         raise HarmcoreError(
             f"{message.rstrip('.')}; check it against `python -m experiments.run --cfg job`, which prints every key"
         ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0].strip().rstrip(".") if lines else ""
 
 
 FAILED_JOBS: list[str] = []

@@ -210,6 +210,22 @@ def test_bad_overrides_of_the_other_entry_points_are_one_line(out, module, args,
     assert not any(out.iterdir()) if out.exists() else True  # nothing written
 
 
+def test_override_error_with_a_blank_cause_is_still_one_line(monkeypatch):
+    import hydra
+    from hydra.errors import ConfigCompositionException
+
+    from harmcore import cli as harmcore_cli
+    from harmcore.errors import HarmcoreError
+
+    def compose(*args, **kwargs):
+        raise ConfigCompositionException("Could not override 'x'.") from ValueError("  \n ")
+
+    monkeypatch.setattr(hydra, "compose", compose)
+    with pytest.raises(HarmcoreError) as err:
+        harmcore_cli.compose_run_config(["x=1"])
+    assert str(err.value).startswith("Could not override 'x'; check it against") and "\n" not in str(err.value)
+
+
 def test_unreachable_hub_model_says_how_to_use_a_local_copy(out):
     r = cli(
         "experiments.run",
