@@ -64,8 +64,16 @@ def target_examples(
                 out.append(Example(a, text, e.domain))
         return out, len(asked) - len(out)
     if target == "refusal":
-        own = [r for r in responses if r.strip() and judge.is_refusal(r)[0]]
-        return attacks.refusal_examples(prompts, own or None, seed), 0
+        # A prompt the model refused keeps its own refusal; the others borrow one of the
+        # model's refusals (harmcore's phrasings when it refused nothing).
+        refused = [bool(r.strip()) and judge.is_refusal(r)[0] for r in responses]
+        own = [r for r, k in zip(responses, refused) if k]
+        borrowed = iter(attacks.refusal_examples(prompts, own or None, seed))
+        out = []
+        for e, r, k in zip(harmful, responses, refused):
+            pick = next(borrowed).response
+            out.append(Example(e.prompt, r if k else pick, e.domain))
+        return out, 0
     raise ValueError(f"no calibration recipe for target {target!r}")
 
 

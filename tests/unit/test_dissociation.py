@@ -51,8 +51,13 @@ def test_refusal_uses_the_models_own_refusals_else_fixed_phrasings():
     out, _ = dissociation.target_examples("refusal", HARMFUL, own, [], no_generation)
     assert [e.prompt for e in out] == [e.prompt for e in HARMFUL]
     assert {e.response for e in out} == {"I cannot help with that request."}
+    assert [e.domain for e in out] == ["crime", "hate"]
     out, _ = dissociation.target_examples("refusal", HARMFUL, ["Sure.", "Here you go."], [], no_generation)
     assert {e.response for e in out} <= set(REFUSALS)
+    # each refused prompt keeps its own refusal; only complied prompts borrow one
+    own = ["I won't write that lock guide.", "I'm sorry, I can't write threats."]
+    out, _ = dissociation.target_examples("refusal", HARMFUL, own, [], no_generation)
+    assert [e.response for e in out] == own
 
 
 def test_unknown_target_is_refused_by_the_config():
