@@ -105,6 +105,9 @@ class ScorerConfig:
     batch_size: int = 4  # examples per forward/backward; does not change the scores
     layers_per_pass: int | None = None  # null: all layers in one pass; k: less memory, more passes
     seed: int = 0  # random scorer only
+    # false: computed scores stay in memory only (an 8B model's fp32 scores take ~28 GB per set on
+    # disk); cached ones are still read. Does not change results: not in the job hash.
+    cache: bool = True
 
     def __post_init__(self) -> None:
         for key in ("harm_method", "preserve_method"):

@@ -231,6 +231,32 @@ def em_hash(cfg: Config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _stages_hash(cfg: Config) -> str:
+    """What the stage markers depend on: model, data, scoring, the em group and the judge model
+    (not where the judge is served, nor how often adapters are checkpointed)."""
+    d = asdict(cfg)
+    d["em"].pop("checkpoint_every")
+    keep = {k: d[k] for k in ("model", "data", "scorer", "pruning", "generation", "seed", "em")}
+    keep["judge_model"] = d["eval"]["endpoint"]["model"]
+    keep["generation"].pop("vllm", None)
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _claim(job_dir: Path, config_hash: str) -> None:
+    """Tie the folder's stage markers to one set of settings: resuming them under others would
+    silently mix two experiments, so that is refused before anything is read or written."""
+    path = job_dir / "stages" / "config_hash.txt"
+    if path.exists():
+        before = path.read_text(encoding="utf-8").strip()
+        if before != config_hash:
+            raise HarmcoreError(
+                f"{job_dir} holds an EM run with other settings (config hash {before}, this one {config_hash}): "
+                "give this run its own em.name (or hydra.run.dir), or delete that folder to start over"
+            )
+    else:
+        cache.atomic_write_text(path, config_hash + "\n")
+
+
 def run_em(cfg: Config, job_dir: str | Path) -> dict:
     """Run the EM recipe into `job_dir` (resumable stage by stage); return metrics.json's content."""
     job_dir = Path(job_dir)
@@ -238,6 +264,7 @@ def run_em(cfg: Config, job_dir: str | Path) -> dict:
     em, stages = cfg.em, Stages(job_dir)
     if not cfg.eval.endpoint.base_url:
         raise HarmcoreError("EM evaluation needs a judge: set eval.endpoint.base_url and eval.endpoint.model")
+    _claim(job_dir, _stages_hash(cfg))
     cache_dir = pipeline.cache_dir_of(cfg)
     cache.atomic_write_json(job_dir / "provenance.json", pipeline.provenance(cfg))
     start = time.perf_counter()

@@ -399,9 +399,11 @@ def _load_or_compute_scores(lm, examples, method, cfg, path, meta, stages, stage
         )
         scores = {k: v.to("cpu") for k, v in scores.items()}
         scoring.check_finite(scores, f"{method} scores")
-        cache.save_scores(scores, path, meta)
+        if cfg.scorer.cache:
+            cache.save_scores(scores, path, meta)
         stages.record(stage, "computed", time.perf_counter() - start)
-        log.info("%s: %s scores computed in %.1fs -> %s", stage, method, time.perf_counter() - start, path)
+        where = path if cfg.scorer.cache else "memory only (scorer.cache=false)"
+        log.info("%s: %s scores computed in %.1fs -> %s", stage, method, time.perf_counter() - start, where)
     return scores
 
 
@@ -543,6 +545,7 @@ def config_hash(cfg: Config) -> str:
     for k in ("logger", "output_root", "cache_dir", "threads", "name", "generate", "em", "pipeline"):
         d.pop(k, None)
     d["generation"].pop("vllm", None)  # how the engine is built, not what it computes
+    d["scorer"].pop("cache", None)  # where scores are kept, not what they are
     if d["data"]["target"] == "harm":  # jobs from before data.target keep their hash
         d["data"].pop("target")
     if not d["eval"]["recognition"]["enabled"]:  # jobs from before the recognition eval keep their hash

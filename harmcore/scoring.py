@@ -94,7 +94,9 @@ def compute(
 ) -> dict[str, torch.Tensor]:
     """Score every prunable weight of `model` on `examples`.
 
-    Returns {module name: float32 tensor shaped like its weight, on the weight's device}.
+    Returns {module name: float32 tensor shaped like its weight, on the weight's device; with
+    `layers_per_pass` splitting the model into several passes, each finished pass's scores move
+    to CPU memory, so the accelerator holds one pass's accumulators at a time}.
     `examples` may be `Example`s (then `tokenizer` is needed) or `TokenizedExample`s.
     `batch_size` does not change the result (up to float rounding).
     """
@@ -229,8 +231,9 @@ def _gradient_scores(model, linears, toks, method, batch_size, layers_per_pass, 
                     h.remove()
             for n in names:
                 w = linears[n].weight.detach()
-                scores[n] = (-w.float() * acc[n]) if method == "signed_snip" else (w.float().abs() * acc[n])
-                del acc[n]
+                score = (-w.float() * acc[n]) if method == "signed_snip" else (w.float().abs() * acc[n])
+                scores[n] = score.cpu() if n_passes > 1 else score
+                del acc[n], score
     finally:
         for p, flag in flags.items():
             p.requires_grad_(flag)

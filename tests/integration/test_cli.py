@@ -61,6 +61,17 @@ def test_basic_sweep_scores_once_and_writes_curve(out):
         gens = [json.loads(line) for line in (job / "generations.jsonl").read_text().splitlines()]
         assert len(gens) == 4 and {"prompt", "response", "refusal", "dense_response"} <= set(gens[0])
 
+    # scorer.cache=false: the same job, its scores kept in memory only
+    r = cli("experiments.run", *TINY, f"output_root={out}/nocache", f"cache_dir={out}/nocache/cache",
+            "sparsity=0.02", "scorer.cache=false")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    (job,) = (out / "nocache" / "runs").rglob("metrics.json")
+    alone = read_metrics(job.parent)
+    assert alone["stages"]["scores_harm"] == "computed"
+    assert not list((out / "nocache" / "cache").rglob("*-*.safetensors"))  # no score file
+    assert alone["config_hash"] == second["config_hash"]
+    assert (alone["n_pruned"], alone["harm_nll"]) == (second["n_pruned"], second["harm_nll"])
+
 
 def test_submitit_local_sweep_matches_basic_launcher(out):
     common = [*TINY, f"output_root={out}", "sparsity=0.0,0.02"]

@@ -74,6 +74,16 @@ def test_em_pipeline_resumes_after_a_kill_between_stages(served_tiny, tmp_path):
     assert set(again["stages"].values()) == {"resumed"}
     assert again["em_rate_pruned_ft"] == m["em_rate_pruned_ft"] and again["mask"] == m["mask"]
 
+    # other settings in the same folder are refused before anything there changes
+    def files():
+        return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+
+    before = files()
+    r = cli("experiments.run", "experiment=emergent_misalignment", *args, "em.lr=1e-4", f"hydra.run.dir={out}")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "holds an EM run with other settings" in r.stderr and "em.name" in r.stderr, r.stderr[-2000:]
+    assert {p: t for p, t in files().items() if p.name != "FAILED"} == before
+
 
 def test_dissociation_sweep_recognition_before_and_after_each_target(served_tiny, tmp_path):
     """experiment=dissociation: prune with harm, detection, explanation and refusal data; every job
