@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import emit
+from benchmarks.common import emit, random_model
 from harmcore import masking, models, scoring
 from harmcore.generation import HFGenerator, Request, Sampling
 from harmcore.selection import set_difference
@@ -32,27 +32,12 @@ from harmcore.vllm_backend import EngineSettings, VLLMGenerator
 
 def llama8b_random(out: Path) -> Path:
     """A random-weight model of Llama-3.1-8B's shape (bf16) with the byte-level test tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     if (out / "config.json").exists():
         return out
-    cfg = LlamaConfig(
-        vocab_size=128256,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        max_position_embeddings=8192,
-        rope_theta=500000.0,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
-    model.save_pretrained(out)
-    models.tiny_tokenizer().save_pretrained(out)
+    tok = models.tiny_tokenizer()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    random_model("llama8b", device, torch.bfloat16, usable_vocab=len(tok)).save_pretrained(out)
+    tok.save_pretrained(out)
     return out
 
 
@@ -63,6 +48,8 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--q", type=float, default=1e-5, help="per-matrix harm fraction of the swapped mask")
     ap.add_argument("--hf-batch", type=int, default=16)
+    ap.add_argument("--gpu-memory-utilization", type=float, default=0.6,
+                    help="vLLM's share of the GPU; the HF model stays resident beside it")  # fmt: skip
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
@@ -89,7 +76,8 @@ def main() -> None:
         r["hf_tok_s"] = hf.stats["tokens"] / r["hf_s"]
 
         start = time.perf_counter()
-        gen = VLLMGenerator(path, tok, model, "chat", EngineSettings(dtype=dtype, max_model_len=2048))
+        settings = EngineSettings(dtype=dtype, max_model_len=2048, gpu_memory_utilization=args.gpu_memory_utilization)
+        gen = VLLMGenerator(path, tok, model, "chat", settings)
         r["engine_start_s"] = time.perf_counter() - start
         gen.generate(requests, sampling)  # warm-up
         tokens, start = gen.stats["tokens"], time.perf_counter()

@@ -28,29 +28,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import emit
+from benchmarks.common import SHAPES, emit, random_model
 from harmcore.data import TokenizedExample
 from harmcore.scoring import compute
 from harmcore.scoring_reference import layerwise_snip
 from harmcore.selection import set_difference
 
-SHAPES = {
-    "llama8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                    num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192, rope_theta=500000.0),
-    "tiny": dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2,
-                 num_key_value_heads=1, head_dim=32, max_position_embeddings=1024),
-}  # fmt: skip
 PROMPT_TOKENS = 64
-
-
-def random_model(shape: str, device: str, dtype: torch.dtype, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(**SHAPES[shape], bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = LlamaForCausalLM(cfg).to(dtype)
-    return model.eval()
 
 
 def random_examples(n: int, seq: int, vocab: int, seed: int = 0) -> list[TokenizedExample]:
@@ -125,7 +109,7 @@ def max_rel_diff(a: dict, b: dict) -> float:
 def scoring_and_selection(args, r: dict) -> None:
     device, dtype = args.device, getattr(torch, args.dtype)
     r["matmul_tflops"] = ceiling = matmul_tflops(device, dtype, args.matmul_n)
-    model = random_model(args.shape, device, dtype)
+    model = random_model(args.shape, device, dtype)  # random ids over the full vocabulary: no tokenizer
     params = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     r.update(linear_params=params, layers=model.config.num_hidden_layers)
     toks = random_examples(args.examples, args.seq, model.config.vocab_size)
@@ -157,21 +141,36 @@ def scoring_and_selection(args, r: dict) -> None:
     model = None  # frees the weights before selection
     if signed is None or abs_scores is None:
         return
+    r["selection"] = selection_times(signed, abs_scores, device)
+
+
+def selection_times(signed: dict, abs_scores: dict, device: str) -> list[dict]:
+    """Set-difference time per q and ranking on `device`; on CPU (row "device") where the two
+    model-sized fp32 score sets and their temporaries do not fit beside each other."""
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    signed = {n: t.to(device) for n, t in signed.items()}
-    abs_scores = {n: t.to(device) for n, t in abs_scores.items()}
-    r["selection"] = []
+        try:
+            on_device = ({n: t.to(device) for n, t in signed.items()}, {n: t.to(device) for n, t in abs_scores.items()})
+        except torch.OutOfMemoryError:
+            on_device, device = (signed, abs_scores), "cpu"
+    else:
+        on_device = (signed, abs_scores)
+    rows = []
     for q in (1e-5, 1e-4, 1e-3, 1e-2):
-        row = {"q": q}
+        row = {"q": q, "device": device}
         for ranking in ("per_matrix", "global"):
-            sync(device)
-            start = time.perf_counter()
-            mask = set_difference(signed, abs_scores, q, 5e-5, ranking)
-            sync(device)
+            try:
+                sync(device)
+                start = time.perf_counter()
+                mask = set_difference(*on_device, q, 5e-5, ranking)
+                sync(device)
+            except torch.OutOfMemoryError:
+                row[f"{ranking}_s"] = "oom"
+                continue
             row[f"{ranking}_s"] = time.perf_counter() - start
             row[f"{ranking}_pruned"] = mask.n_pruned
-        r["selection"].append(row)
+        rows.append(row)
+    return rows
 
 
 def main() -> None:
@@ -187,19 +186,25 @@ def main() -> None:
     ap.add_argument("--matmul-n", type=int, default=8192)
     ap.add_argument("--skip-generation", action="store_true")
     ap.add_argument("--generation-args", default="--prompts 64 --hf-batch 64 --new-tokens 128")
+    ap.add_argument("--generation-timeout", type=float, default=1800, help="seconds for the generation benchmark")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     r: dict = {"shape": args.shape, "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}
     r.update(examples=args.examples, seq=args.seq, batch=args.batch, dtype=args.dtype)
     scoring_and_selection(args, r)
+    emit(r, args.json)  # the scoring figures are kept even if generation fails or hangs
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
     if not args.skip_generation:
         model = "llama8b_random" if args.shape == "llama8b" else "tiny_random"
         out = Path(args.json or "gpu_benchmark.json").with_suffix(".generation.json")
         cmd = [sys.executable, "-m", "benchmarks.generation", "--model", model, *args.generation_args.split()]
-        done = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True)
-        r["generation"] = json.loads(out.read_text()) if done.returncode == 0 else {"error": done.stderr[-2000:]}
+        try:
+            done = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True,
+                                  timeout=args.generation_timeout)  # fmt: skip
+            r["generation"] = json.loads(out.read_text()) if done.returncode == 0 else {"error": done.stderr[-2000:]}
+        except subprocess.TimeoutExpired:
+            r["generation"] = {"error": f"no result within --generation-timeout={args.generation_timeout:g} s"}
     emit(r, args.json)
 
 

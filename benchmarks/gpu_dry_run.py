@@ -29,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import emit
-from benchmarks.gpu import random_model
+from benchmarks.common import emit, random_model
 from harmcore.models import tiny_tokenizer
 from harmcore.sources import benign_builtin
 
@@ -66,11 +65,12 @@ def build(work: Path, shape: str, device: str, dtype: torch.dtype) -> dict[str, 
     paths = {"base": work / "base", "instruct": work / "instruct", "judge": work / "judge",
              "adapter": work / "judge_adapter", "template": work / "judge_templates.json",
              "corpus": work / "corpus.txt"}  # fmt: skip
+    tok = tiny_tokenizer()
     for seed, member in enumerate(("base", "instruct")):
         if not (paths[member] / "config.json").exists():
-            model = random_model(shape, device, dtype, seed=seed)
+            model = random_model(shape, device, dtype, seed=seed, usable_vocab=len(tok))
             model.save_pretrained(paths[member])
-            tiny_tokenizer().save_pretrained(paths[member])
+            tok.save_pretrained(paths[member])
             del model
     if not (paths["adapter"] / "adapter_config.json").exists():
         cfg = GemmaConfig(**JUDGE_SHAPES[shape], bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -78,7 +78,7 @@ def build(work: Path, shape: str, device: str, dtype: torch.dtype) -> dict[str, 
         with torch.device(device):
             judge = GemmaForCausalLM(cfg).to(dtype)
         judge.save_pretrained(paths["judge"])
-        tiny_tokenizer().save_pretrained(paths["judge"])
+        tok.save_pretrained(paths["judge"])
         lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
         get_peft_model(judge, lora).save_pretrained(paths["adapter"])
         del judge
@@ -110,6 +110,12 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.3, help="vLLM's share; scoring needs the rest")
     ap.add_argument("--layers-per-pass", type=int, default=16, help="scoring memory: fp32 accumulators per pass")
+    ap.add_argument(
+        "--keep-scores",
+        action="store_true",
+        help="cache the scores on disk (8B: ~28 GB per set, 4 sets; default: memory only)",
+    )
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per member's job")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -131,7 +137,7 @@ def main() -> None:
         f"data.n_eval={args.eval}", f"data.response_tokens={args.new_tokens}", "data.drop_refusals=false",
         f"generation={args.generation}", f"generation.max_new_tokens={args.new_tokens}",
         f"generation.vllm.gpu_memory_utilization={args.gpu_memory_utilization}",
-        f"scorer.layers_per_pass={args.layers_per_pass}",
+        f"scorer.layers_per_pass={args.layers_per_pass}", f"scorer.cache={str(args.keep_scores).lower()}",
         "eval.strongreject.enabled=true", f"eval.strongreject.model={paths['judge']}",
         f"eval.strongreject.adapter={paths['adapter']}", f"eval.strongreject.template_path={paths['template']}",
         f"eval.strongreject.dtype={args.dtype}", "eval.utility.enabled=true",
@@ -142,15 +148,20 @@ def main() -> None:
     for member, conf in (("base", "llama3_base"), ("instruct", "llama3_instruct")):
         cmd = [sys.executable, "-m", "experiments.run", "-m", f"model={conf}", f"model.path={paths[member]}", *common]
         t = time.perf_counter()
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        try:
+            done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
+            error = done.stderr[-3000:] if done.returncode != 0 else None
+        except subprocess.TimeoutExpired:
+            error = f"no result within --timeout={args.timeout:g} s"
         wall = time.perf_counter() - t
-        if done.returncode != 0:
-            r["members"][member] = {"error": done.stderr[-3000:], "wall_s": wall}
+        if error:
+            r["members"][member] = {"error": error, "wall_s": wall}
             break
         job = next((work / "out" / "sweeps" / "dry_run").glob(f"{conf}/*/*/*/q=grid"))
         stages = stage_seconds(job)
         # process start, imports, judge loading and the sweep report are in no stage
         r["members"][member] = {"wall_s": wall, **stages, "unaccounted": wall - sum(stages.values())}
+        emit(r, args.json)  # kept if the next member fails or the run is stopped
     ok = [m for m in r["members"].values() if "error" not in m]
     r["total_wall_s"] = sum(m["wall_s"] for m in r["members"].values())
     r["pair_report"] = str(work / "out" / "sweeps" / "dry_run" / "pairs.csv") if len(ok) == 2 else None

@@ -73,8 +73,9 @@ class StageLog:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def record(self, stage: str, status: str, seconds: float) -> None:
+        """A stage run twice in one job (two engines started) reports the sum of its times."""
         self.status[stage] = status
-        self.seconds[stage] = round(seconds, 3)
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + seconds, 3)
 
 
 # Process-level caches: with Hydra's basic launcher every job of a sweep runs in this

@@ -42,7 +42,7 @@ class EngineSettings:
     dtype: str = "float32"
     max_model_len: int = 2048  # bounds the KV cache; prompt + new tokens must fit
     tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.85  # of the GPU; the HF model used for scoring shares it
+    gpu_memory_utilization: float = 0.6  # of the GPU; the HF model used for scoring shares it
     kv_cache_gb: int = 2  # CPU only: VLLM_CPU_KVCACHE_SPACE
     enforce_eager: bool | None = None  # None: eager on CPU, CUDA graphs on GPU
     seed: int = 0

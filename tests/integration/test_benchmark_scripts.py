@@ -62,3 +62,15 @@ def test_gpu_dry_run_runs_the_pair_end_to_end_on_a_tiny_shape(tmp_path):
     assert models == {"llama3_base", "llama3_instruct"}
     metrics = [json.loads(p.read_text()) for p in (tmp_path / "work" / "out").rglob("metrics.json")]
     assert len(metrics) == 6 and all("strongreject" in json.dumps(m) for m in metrics)
+
+
+def test_random_model_never_emits_ids_its_tokenizer_lacks():
+    import torch
+
+    from benchmarks.common import random_model
+
+    model = random_model("tiny", "cpu", torch.float32, seed=3, usable_vocab=40)
+    assert model.lm_head.weight.shape[0] == 512  # the cost is the full vocabulary's
+    ids = torch.randint(3, 40, (8, 16), generator=torch.Generator().manual_seed(0))
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
+    assert int(out[:, 16:].max()) < 40

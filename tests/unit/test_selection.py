@@ -191,3 +191,12 @@ def test_sweep_caches_are_bounded(monkeypatch):
     assert list(store) == [2, 3, 4]
     pipeline._remember(store, 2, "again", limit=3)
     assert list(store) == [3, 4, 2]
+
+
+def test_stage_seconds_add_up_when_a_stage_runs_twice():
+    from harmcore.pipeline import StageLog
+
+    log = StageLog()
+    log.record("vllm_engine", "started", 1.5)
+    log.record("vllm_engine", "started", 2.25)
+    assert log.seconds["vllm_engine"] == 3.75 and log.status["vllm_engine"] == "started"
