@@ -263,6 +263,8 @@ class JobData:
     n_harm_dropped: int = 0
     responses_from: str = ""  # the model that wrote the calibration responses (or the file they came from)
     n_eval_overlap_removed: int = 0  # eval_domain prompts left out because they belong to the scoring domain
+    # The harmful requests behind harm_calibration (with data.target != harm its prompts wrap them)
+    calibration_requests: list[str] = field(default_factory=list)
 
 
 def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
@@ -340,7 +342,8 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
         log.warning("%d calibration examples do not fit data.max_length=%d: left out", too_long, d.max_length)
     if not fit_harm or not fit_benign:
         raise HarmcoreError(f"no calibration example fits data.max_length={d.max_length}: raise it")
-    return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap)
+    requests = [e.prompt for e in fit_harm] if d.target == "harm" else [p.text for p in harm_calib]
+    return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap, requests)
 
 
 # ---------------------------------------------------------------------------------------
@@ -435,7 +438,7 @@ def shared_mask(lm, cfg: Config, preserve, stages: StageLog) -> tuple[Mask, list
         data = prepare_data(lm, sub, StageLog())
         harm = scores_cached(lm, data.harm_calibration, cfg.scorer.harm_method, sub, stages, f"scores_harm_{name}")
         masks.append(set_difference(harm, preserve, cfg.sparsity, cfg.pruning.p, cfg.pruning.ranking))
-        used += [e.prompt for e in data.harm_calibration]
+        used += data.calibration_requests
     shared = functools.reduce(Mask.intersect, masks)
     shared.meta.update(masks[0].meta, op="intersection", domains=",".join(cfg.intersect_domains))
     return shared, [m.n_pruned for m in masks], used
