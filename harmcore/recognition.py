@@ -62,7 +62,7 @@ _BENIGN_WORDS = r"(?:harmless|benign|innocuous)"
 _NEGATION = r"(?:\bnot|n't|\bnever|\bno|\bnothing|\bneither|\bnor)"
 _NEGATED_HARM = re.compile(_NEGATION + r"(?:\s+\w+){0,4}?\s+" + _HARM_WORDS + r"\b|\bnon-?\s?" + _HARM_WORDS + r"\b")
 _NEGATED_BENIGN = re.compile(_NEGATION + r"(?:\s+\w+){0,4}?\s+" + _BENIGN_WORDS + r"\b")
-_UNSURE = re.compile(r"\b(?:not (?:sure|certain)|unsure|unclear|hard to say|depends)\b")
+_UNSURE = re.compile(r"\b(?:not (?:sure|certain)|unsure|hard to say|it depends)\b")
 
 
 def parse_statement(answer: str) -> str | None:
