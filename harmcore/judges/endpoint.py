@@ -148,13 +148,15 @@ def score_from_logprobs(top_logprobs: Sequence[tuple[str, float]], min_mass: flo
     return weighted / total
 
 
-_YES_NO = re.compile(r"\b(yes|no)\b", re.I)
+# "no" as a determiner ("no doubt", "no question", "no one") is not an answer
+_YES_NO = re.compile(r"\b(yes|no)\b(?!\s+(?:doubt|question|one|matter|longer)\b)", re.I)
 
 
 def parse_yes_no(text: str, first_words: int = 5) -> str | None:
     """'yes' or 'no' when exactly one of them occurs among the first `first_words` words, else None.
 
-    "Yes.", "**No**, it is not", "Answer: yes" parse; "Yes and no" and "I think so" do not.
+    "Yes.", "**No**, it is not", "Answer: yes" parse; "Yes and no", "I think so" and "There is
+    no doubt" do not.
     """
     head = " ".join((text or "").split()[:first_words])
     found = {m.group(1).lower() for m in _YES_NO.finditer(head)}
