@@ -118,7 +118,7 @@ def report_job_error(err: BaseException, job_dir) -> None:
 
     from harmcore.pipeline import write_failed
 
-    if not (Path(job_dir) / "FAILED").exists():
+    if getattr(err, "marks_job_dir", True) and not (Path(job_dir) / "FAILED").exists():
         write_failed(job_dir, err)
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         FAILED_JOBS.append(str(Path(job_dir).resolve()))

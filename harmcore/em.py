@@ -232,29 +232,47 @@ def em_hash(cfg: Config) -> str:
 
 
 def _stages_hash(cfg: Config) -> str:
-    """What the stage markers depend on: model, data, scoring, the em group and the judge model
-    (not where the judge is served, nor how often adapters are checkpointed)."""
+    """What the stage markers depend on: the model, the calibration format, the scorers, the em
+    group and the judge. Not how the work is done (devices, batch sizes, scoring passes, score
+    caching, engine settings), where the judge is served, nor how often adapters are checkpointed."""
     d = asdict(cfg)
     d["em"].pop("checkpoint_every")
-    keep = {k: d[k] for k in ("model", "data", "scorer", "pruning", "generation", "seed", "em")}
-    keep["judge_model"] = d["eval"]["endpoint"]["model"]
-    keep["generation"].pop("vllm", None)
+    d["model"].pop("device")
+    keep = {
+        "model": d["model"],
+        "data": {k: d["data"][k] for k in ("format", "max_length")},
+        "scorer": {k: d["scorer"][k] for k in ("harm_method", "preserve_method", "seed")},
+        "ranking": d["pruning"]["ranking"],
+        "backend": d["generation"]["backend"],
+        "seed": d["seed"],
+        "em": d["em"],
+        "judge": {k: d["eval"]["endpoint"][k] for k in ("model", "score_mode")},
+        "bootstrap": d["eval"]["bootstrap"],
+    }
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class EMFolderTaken(HarmcoreError):
+    """The EM folder holds finished stages of a run with other settings (nothing is written to it)."""
+
+    marks_job_dir = False
 
 
 def _claim(job_dir: Path, config_hash: str) -> None:
     """Tie the folder's stage markers to one set of settings: resuming them under others would
-    silently mix two experiments, so that is refused before anything is read or written."""
+    silently mix two experiments, so that is refused before anything is read or written. A folder
+    without finished stages (a run killed before its first one) is simply taken over."""
     path = job_dir / "stages" / "config_hash.txt"
-    if path.exists():
-        before = path.read_text(encoding="utf-8").strip()
-        if before != config_hash:
-            raise HarmcoreError(
-                f"{job_dir} holds an EM run with other settings (config hash {before}, this one {config_hash}): "
-                "give this run its own em.name (or hydra.run.dir), or delete that folder to start over"
-            )
-    else:
+    before = path.read_text(encoding="utf-8").strip() if path.exists() else None
+    if before is not None and before != config_hash and any(path.parent.glob("*.json")):
+        raise EMFolderTaken(
+            f"{job_dir} holds an EM run with other settings (config hash {before}, this one {config_hash}): "
+            "give this run its own folder (em.name=..., or out_dir=... / hydra.run.dir=...), "
+            "or delete that folder to start over"
+        )
+    if before != config_hash:
         cache.atomic_write_text(path, config_hash + "\n")
+    (job_dir / "FAILED").unlink(missing_ok=True)  # an earlier failure of this run is being retried
 
 
 def run_em(cfg: Config, job_dir: str | Path) -> dict:

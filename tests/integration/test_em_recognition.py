@@ -64,11 +64,15 @@ def test_em_pipeline_resumes_after_a_kill_between_stages(served_tiny, tmp_path):
     assert m["em_rate_dense_ft"] == m["dense_ft"]["em_rate"] and m["mask"]["n_pruned"] > 0
     assert (out / "finetune_pruned" / "adapter.safetensors").exists() and (out / "mask.safetensors").exists()
 
-    # the same recipe through the runner (experiment=emergent_misalignment) finds every stage done
+    # the same recipe through the runner (experiment=emergent_misalignment) finds every stage done,
+    # also with other batch sizes (how the work is done, not what it computes)
     from tests.integration.helpers import cli
 
     args = [a for a in em_args(served_tiny, out) if not a.startswith("out_dir=")]
-    r = cli("experiments.run", "experiment=emergent_misalignment", *args, f"hydra.run.dir={out}")
+    r = cli(
+        "experiments.run", "experiment=emergent_misalignment", *args, "scorer.batch_size=2",
+        "generation.batch_size=3", f"hydra.run.dir={out}",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     again = json.loads((out / "metrics.json").read_text())
     assert set(again["stages"].values()) == {"resumed"}
@@ -82,7 +86,7 @@ def test_em_pipeline_resumes_after_a_kill_between_stages(served_tiny, tmp_path):
     r = cli("experiments.run", "experiment=emergent_misalignment", *args, "em.lr=1e-4", f"hydra.run.dir={out}")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "holds an EM run with other settings" in r.stderr and "em.name" in r.stderr, r.stderr[-2000:]
-    assert {p: t for p, t in files().items() if p.name != "FAILED"} == before
+    assert files() == before  # not even a FAILED marker: the folder belongs to the other run
 
 
 def test_dissociation_sweep_recognition_before_and_after_each_target(served_tiny, tmp_path):

@@ -35,7 +35,8 @@ def test_in_domain_answers_are_left_out_of_the_out_of_domain_rate():
 @pytest.mark.parametrize(
     "text,expected",
     [("Yes.", "yes"), ("**No**, it is not.", "no"), ("Answer: yes", "yes"), ("Yes and no", None),
-     ("I think so.", None), ("", None), ("It is hard to say, but overall: yes", None), ("NO", "no")],
+     ("I think so.", None), ("", None), ("It is hard to say, but overall: yes", None), ("NO", "no"),
+     ("No doubt, yes.", "yes"), ("No one would say so", None), ("No, no one would", "no")],
 )  # fmt: skip
 def test_yes_no_is_read_from_the_first_words(text, expected):
     assert parse_yes_no(text) == expected
@@ -85,3 +86,27 @@ def test_killed_lora_training_resumes_to_the_same_weights(tiny_model, tiny_tok, 
         assert torch.allclose(a, b, atol=1e-6), n
     with pytest.raises(HarmcoreError, match="other settings"):
         finetune.lora_finetune(tiny_model, tiny_tok, harm_examples, fmt, checkpoint=ckpt, **{**kw, "lr": 1e-3})
+
+
+def test_em_folder_claim_refuses_finished_stages_of_other_settings_only(tmp_path):
+    from harmcore.config import Config, ModelConfig
+    from harmcore.em import EMFolderTaken, _claim, _stages_hash
+
+    cfg = Config(model=ModelConfig(name="m", builder="tiny_random"))
+    h = _stages_hash(cfg)
+    cfg.scorer.batch_size, cfg.generation.batch_size, cfg.model.device = 1, 1, "cpu"  # how, not what
+    assert _stages_hash(cfg) == h
+    cfg.em.lr = 1e-4
+    other = _stages_hash(cfg)
+    assert other != h
+
+    _claim(tmp_path, h)
+    (tmp_path / "FAILED").write_text("HarmcoreError: an earlier try\n")
+    _claim(tmp_path, other)  # no finished stage yet: the folder is taken over, the old failure cleared
+    assert (tmp_path / "stages" / "config_hash.txt").read_text().strip() == other
+    assert not (tmp_path / "FAILED").exists()
+    (tmp_path / "stages" / "narrow_data.json").write_text("{}")
+    with pytest.raises(EMFolderTaken, match=f"config hash {other}, this one {h}.*em.name"):
+        _claim(tmp_path, h)
+    assert (tmp_path / "stages" / "config_hash.txt").read_text().strip() == other
+    assert EMFolderTaken.marks_job_dir is False and HarmcoreError.marks_job_dir is True
