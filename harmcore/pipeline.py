@@ -77,6 +77,9 @@ class StageLog:
         self.status[stage] = status
         self.seconds[stage] = round(self.seconds.get(stage, 0.0) + seconds, 3)
 
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
 
 # Process-level caches: with Hydra's basic launcher every job of a sweep runs in this
 # process, so the model is loaded once and scores are read once per sweep.
@@ -90,7 +93,8 @@ _RESPONDER: dict[str, LoadedModel] = {}
 _SELECTORS: dict[tuple, SetDifference] = {}
 _GRID_QMAX: list[float] = []  # the largest q of the grouped job being walked
 # Each score set is a model-sized fp32 copy: a cross-domain sweep keeps the preserve set and
-# the last harm sets (least recently used dropped first), not one per domain seen.
+# the last harm sets (least recently used dropped first), not one per domain seen. A job that
+# intersects domain masks keeps one more per domain (score_slots), so its sweep points share them.
 MAX_SCORE_SETS = 3
 MAX_SELECTORS = 2
 PREPARE_MAX_Q = 0.05  # above this, sorted candidates cost more memory than the passes they save
@@ -202,7 +206,7 @@ def cached_json(kind: str, meta: dict, compute, cfg: Config, stages: StageLog, s
     Locked so that concurrent jobs needing the same entry compute it once; written atomically.
     """
     path = cache_dir_of(cfg) / kind / f"{cache.key_of(meta)}.json"
-    start = time.perf_counter()
+    start, inner = time.perf_counter(), stages.total()
     with cache.file_lock(path.with_suffix(".lock")):
         if path.exists():
             value = json.loads(path.read_text(encoding="utf-8"))
@@ -210,7 +214,8 @@ def cached_json(kind: str, meta: dict, compute, cfg: Config, stages: StageLog, s
             return value
         value = compute()
         cache.atomic_write_json(path, value)
-    stages.record(stage, "computed", time.perf_counter() - start)
+    # stages recorded inside compute (a vLLM engine started for it) are not counted twice
+    stages.record(stage, "computed", time.perf_counter() - start - (stages.total() - inner))
     return value
 
 
@@ -265,6 +270,9 @@ class JobData:
     n_eval_overlap_removed: int = 0  # eval_domain prompts left out because they belong to the scoring domain
     # The harmful requests behind harm_calibration (with data.target != harm its prompts wrap them)
     calibration_requests: list[str] = field(default_factory=list)
+    # Compliant harmful (prompt, response) calibration pairs: harm_calibration itself for data.target=harm;
+    # the harmful fine-tuning attack trains on them whatever the target
+    harmful_pairs: list[Example] = field(default_factory=list)
 
 
 def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
@@ -322,6 +330,7 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
         writer = responder(lm, cfg)
         answers = generate_cached(writer, benign_calib_prompts, sampling, cfg, "dense", stages, "calibration_benign")
         benign_examples = [Example(p.text, r) for p, r in zip(benign_calib_prompts, answers) if r.strip()]
+    compliant = harm_examples
     if d.target != "harm":  # the reverse direction: prune the weights of detection, explanation or refusal
 
         def answer(texts: list[str]) -> list[str]:
@@ -343,15 +352,24 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     if not fit_harm or not fit_benign:
         raise HarmcoreError(f"no calibration example fits data.max_length={d.max_length}: raise it")
     requests = [e.prompt for e in fit_harm] if d.target == "harm" else [p.text for p in harm_calib]
-    return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap, requests)
+    pairs = fit_harm if d.target == "harm" else fitting(lm.tokenizer, compliant, fmt)
+    return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap, requests, pairs)
 
 
 # ---------------------------------------------------------------------------------------
 # Scores (cached)
 
 
-def scores_cached(lm: LoadedModel, examples, method: str, cfg: Config, stages: StageLog, stage: str):
-    """Scores of `method` on `examples`, from memory, from the cache, or computed and cached."""
+def score_slots(cfg: Config) -> int:
+    """Score sets a job keeps in memory: its harm and preserve sets and one per intersected domain."""
+    return MAX_SCORE_SETS + len(cfg.intersect_domains or [])
+
+
+def scores_cached(
+    lm: LoadedModel, examples, method: str, cfg: Config, stages: StageLog, stage: str, keep: int = MAX_SCORE_SETS
+):
+    """Scores of `method` on `examples`, from memory, from the cache, or computed and cached;
+    the last `keep` sets used stay in memory."""
     data_free = method in scoring.DATA_FREE
     meta = {
         "method": method,
@@ -373,7 +391,7 @@ def scores_cached(lm: LoadedModel, examples, method: str, cfg: Config, stages: S
         return scores
     with cache.file_lock(path.with_suffix(".lock")):
         scores = _load_or_compute_scores(lm, examples, method, cfg, path, meta, stages, stage, start)
-    _remember(_SCORES, str(path), scores, MAX_SCORE_SETS)
+    _remember(_SCORES, str(path), scores, keep)
     return scores
 
 
@@ -417,7 +435,7 @@ def select(harm, preserve, cfg: Config) -> Mask:
     sel = _SELECTORS.get(key)
     if sel is None or sel.harm is not harm or sel.preserve is not preserve:
         sel = SetDifference(harm, preserve, cfg.pruning.p, cfg.pruning.ranking)
-        _remember(_SELECTORS, key, sel, MAX_SELECTORS)
+    _remember(_SELECTORS, key, sel, MAX_SELECTORS)  # most recently used last
     if _GRID_QMAX and cfg.sparsity <= _GRID_QMAX[-1] <= PREPARE_MAX_Q:
         sel.prepare(_GRID_QMAX[-1])
     return sel.mask(cfg.sparsity)
@@ -436,7 +454,9 @@ def shared_mask(lm, cfg: Config, preserve, stages: StageLog) -> tuple[Mask, list
             cfg, harm_domain=crossdomain.domain_config(name), eval_domain=None, intersect_domains=None
         )
         data = prepare_data(lm, sub, StageLog())
-        harm = scores_cached(lm, data.harm_calibration, cfg.scorer.harm_method, sub, stages, f"scores_harm_{name}")
+        harm = scores_cached(
+            lm, data.harm_calibration, cfg.scorer.harm_method, sub, stages, f"scores_harm_{name}", score_slots(cfg)
+        )
         masks.append(set_difference(harm, preserve, cfg.sparsity, cfg.pruning.p, cfg.pruning.ranking))
         used += data.calibration_requests
     shared = functools.reduce(Mask.intersect, masks)
@@ -646,11 +666,12 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
     stages.record("load_model", "done", time.perf_counter() - start)
     gen = get_generator(lm, cfg, stages)  # a vLLM engine that cannot start fails the job here, not half-way
     data = prepare_data(lm, cfg, stages)
-    harm = scores_cached(lm, data.harm_calibration, cfg.scorer.harm_method, cfg, stages, "scores_harm")
+    keep = score_slots(cfg)
+    harm = scores_cached(lm, data.harm_calibration, cfg.scorer.harm_method, cfg, stages, "scores_harm", keep)
     preserve = None
     if cfg.scorer.preserve_method and cfg.pruning.p > 0:
         preserve = scores_cached(
-            lm, data.benign_calibration, cfg.scorer.preserve_method, cfg, stages, "scores_preserve"
+            lm, data.benign_calibration, cfg.scorer.preserve_method, cfg, stages, "scores_preserve", keep
         )
     t = time.perf_counter()
     shared_sizes = None

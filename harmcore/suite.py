@@ -220,11 +220,13 @@ def recognition_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
 # Attacks
 
 
-def _ablation_mask(ctx: Context, harm_calibration: Sequence[Example], benign: Sequence[Example]) -> Mask:
+def _ablation_mask(ctx: Context, requests: Sequence[str], benign: Sequence[Example]) -> Mask:
+    """Refusal ablation: the set difference of refusals to the harmful calibration requests (raw,
+    whatever data.target wraps them in) against the benign calibration set."""
     a = ctx.cfg.eval.attacks
-    refusals = attacks.refusal_examples([e.prompt for e in harm_calibration], seed=ctx.cfg.seed)
+    refusals = attacks.refusal_examples(list(requests), seed=ctx.cfg.seed)
     refusal_scores = ctx.scores(refusals, "snip", "scores_refusal")
-    benign_scores = ctx.scores(list(benign), "snip", "scores_preserve") if a.ablation_p > 0 else None
+    benign_scores = ctx.scores(list(benign), "snip", "scores_ablation_preserve") if a.ablation_p > 0 else None
     mask = set_difference(refusal_scores, benign_scores, a.ablation_q, a.ablation_p)
     mask.meta["kind"] = "refusal_ablation"
     return mask
@@ -252,8 +254,12 @@ def run_attacks(ctx: Context, data, harm_mask: Mask, mask_key: str, refs: dict) 
                                                 a.prefill_tokens)  # fmt: skip
         else:
             requests = [Request(p) for p in prompts]
+        if "lora" in parts and not data.harmful_pairs:
+            log.warning("attack %s skipped: no compliant harmful calibration pair to fine-tune on", name)
+            out[name] = {"skipped": "no compliant harmful calibration pairs (every response was a refusal)"}
+            continue
         if "refusal_ablation" in parts and ablation is None:
-            ablation = _ablation_mask(ctx, data.harm_calibration, data.benign_calibration)
+            ablation = _ablation_mask(ctx, data.calibration_requests, data.benign_calibration)
         out[name] = {}
         for variant, base in (("dense", None), ("pruned", harm_mask)):
             mask = base
@@ -280,7 +286,7 @@ def _attack_generations(ctx, parts, requests, sampling, mask, mask_key, data, st
     }
     if "lora" in parts:
         meta["lora"] = {k: v for k, v in asdict(a).items() if k.startswith("lora_")}
-        meta["train"] = _hash([asdict(e) for e in data.harm_calibration])
+        meta["train"] = _hash([asdict(e) for e in data.harmful_pairs])
 
     def compute():
         model = ctx.model
@@ -288,7 +294,7 @@ def _attack_generations(ctx, parts, requests, sampling, mask, mask_key, data, st
         try:
             if "lora" in parts:  # fine-tune the (pruned) model: a merged copy
                 model, history = attacks.lora_finetune(
-                    model, ctx.tokenizer, data.harm_calibration, ctx.fmt, r=a.lora_r, alpha=a.lora_alpha,
+                    model, ctx.tokenizer, data.harmful_pairs, ctx.fmt, r=a.lora_r, alpha=a.lora_alpha,
                     lr=a.lora_lr, epochs=a.lora_epochs, batch_size=a.lora_batch_size, seed=a.lora_seed,
                 )  # fmt: skip
                 log.info("%s: LoRA loss per epoch %s", stage, [round(h, 3) for h in history])

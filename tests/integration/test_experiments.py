@@ -157,6 +157,10 @@ def test_intersection_of_domain_masks_is_pruned(tmp_path):
     assert expected.n_pruned < min(m["intersect_domain_sizes"])
     assert all(torch_equal(got.indices[k], v) for k, v in expected.indices.items())
     assert m["stages"]["scores_harm_violence"] in ("cached", "memory")  # scored once, by the single-domain job
+    # the next sweep point finds every score set it uses in memory (one slot per intersected domain)
+    m2 = run_job(Config(**{**shared_cfg.__dict__, "sparsity": 0.02}), tmp_path / "shared_2")
+    stages = ("scores_harm", "scores_preserve", "scores_harm_violence", "scores_harm_sexual_content")
+    assert {s: m2["stages"][s] for s in stages} == dict.fromkeys(stages, "memory")
 
 
 def torch_equal(a, b) -> bool:

@@ -124,3 +124,34 @@ def test_no_report_for_a_single_target(tmp_path):
     points = [_job(tmp_path, "a", "harm", {"harmfulness": 1.0}, {"harmfulness": 0.5})]
     assert dissociation.write(tmp_path, points) is None
     assert not (tmp_path / "dissociation.csv").exists()
+
+
+def test_non_harm_targets_keep_the_raw_requests_and_compliant_pairs_for_the_attacks(monkeypatch):
+    """With data.target=detection the scored prompts wrap the requests; refusal ablation still
+    refuses the raw requests and the harmful fine-tuning attack still trains on harmful answers."""
+    from types import SimpleNamespace
+
+    from harmcore import attacks, pipeline, suite
+    from harmcore.config import Config, ModelConfig
+
+    def job_data(target):
+        cfg = Config(
+            model=ModelConfig(name="tiny_random", builder="tiny_random", device="cpu"),
+            data=DataConfig(n_calibration=4, n_eval=4, response_tokens=8, target=target),
+        )
+        lm = pipeline.get_model(cfg.model, pipeline.cache_dir_of(cfg))
+        return pipeline.prepare_data(lm, cfg, pipeline.StageLog())
+
+    harm, detection = job_data("harm"), job_data("detection")
+    assert harm.harmful_pairs is harm.harm_calibration
+    assert [e.prompt for e in harm.harm_calibration] == harm.calibration_requests
+    assert detection.harmful_pairs == harm.harmful_pairs  # the same compliant answers, unwrapped
+    assert all(e.prompt not in detection.calibration_requests for e in detection.harm_calibration)
+
+    seen = []
+    monkeypatch.setattr(attacks, "refusal_examples", lambda requests, seed: seen.extend(requests) or [])
+    monkeypatch.setattr(suite, "set_difference", lambda *a: SimpleNamespace(meta={}))
+    cfg = Config(model=ModelConfig(name="tiny_random", builder="tiny_random"))
+    ctx = SimpleNamespace(cfg=cfg, scores=lambda examples, method, stage: {})
+    suite._ablation_mask(ctx, detection.calibration_requests, detection.benign_calibration)
+    assert seen == detection.calibration_requests and seen

@@ -200,3 +200,23 @@ def test_stage_seconds_add_up_when_a_stage_runs_twice():
     log.record("vllm_engine", "started", 1.5)
     log.record("vllm_engine", "started", 2.25)
     assert log.seconds["vllm_engine"] == 3.75 and log.status["vllm_engine"] == "started"
+
+
+def test_a_stage_started_inside_a_cached_stage_is_counted_once(tmp_path):
+    from types import SimpleNamespace
+
+    from harmcore.pipeline import StageLog, cached_json
+
+    log = StageLog()
+    cfg = SimpleNamespace(cache_dir=str(tmp_path))
+
+    def compute():
+        import time
+
+        start = time.perf_counter()
+        time.sleep(0.4)  # an engine started for this stage
+        log.record("vllm_engine", "started", time.perf_counter() - start)
+        return [1]
+
+    assert cached_json("kind", {"a": 1}, compute, cfg, log, "generations") == [1]
+    assert log.seconds["vllm_engine"] >= 0.4 and 0 <= log.seconds["generations"] < 0.2
