@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 SHAPES = {
@@ -35,11 +38,30 @@ def random_model(shape: str, device: str, dtype, seed: int = 0, usable_vocab: in
     return model.eval()
 
 
-def emit(result: dict, json_path: str | None, digits: int | None = None) -> None:
-    """Print the result as JSON (top-level floats to `digits` significant digits) and write it to `json_path`."""
+def emit(result: dict, json_path: str | None, digits: int | None = None, quiet: bool = False) -> None:
+    """Print the result as JSON (top-level floats to `digits` significant digits) and write it to
+    `json_path` atomically; `quiet` (a partial result kept in case the run stops) only writes."""
     if digits:
         result = {k: float(f"{v:.{digits}g}") if isinstance(v, float) else v for k, v in result.items()}
     text = json.dumps(result, indent=2)
-    print(text)
+    if not quiet:
+        print(text)
     if json_path:
-        Path(json_path).write_text(text + "\n")
+        tmp = Path(f"{json_path}.tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, json_path)
+
+
+def run_bounded(cmd: list[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run with output captured, in its own process group: on timeout the whole group
+    (the command and whatever it started, e.g. vLLM workers) is killed before TimeoutExpired is raised."""
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import SHAPES, emit, random_model
+from benchmarks.common import SHAPES, emit, random_model, run_bounded
 from harmcore.data import TokenizedExample
 from harmcore.scoring import compute
 from harmcore.scoring_reference import layerwise_snip
@@ -145,8 +145,9 @@ def scoring_and_selection(args, r: dict) -> None:
 
 
 def selection_times(signed: dict, abs_scores: dict, device: str) -> list[dict]:
-    """Set-difference time per q and ranking on `device`; on CPU (row "device") where the two
-    model-sized fp32 score sets and their temporaries do not fit beside each other."""
+    """Set-difference time per q and ranking on `device`, or on the CPU when the two model-sized
+    fp32 score sets do not fit on it; each row's "device" says where it ran, and a ranking whose
+    temporaries do not fit reads "oom"."""
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         try:
@@ -192,7 +193,7 @@ def main() -> None:
     r: dict = {"shape": args.shape, "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}
     r.update(examples=args.examples, seq=args.seq, batch=args.batch, dtype=args.dtype)
     scoring_and_selection(args, r)
-    emit(r, args.json)  # the scoring figures are kept even if generation fails or hangs
+    emit(r, args.json, quiet=True)  # the scoring figures are kept even if generation fails or hangs
     if args.device.startswith("cuda"):
         torch.cuda.empty_cache()
     if not args.skip_generation:
@@ -200,8 +201,7 @@ def main() -> None:
         out = Path(args.json or "gpu_benchmark.json").with_suffix(".generation.json")
         cmd = [sys.executable, "-m", "benchmarks.generation", "--model", model, *args.generation_args.split()]
         try:
-            done = subprocess.run([*cmd, "--json", str(out)], capture_output=True, text=True,
-                                  timeout=args.generation_timeout)  # fmt: skip
+            done = run_bounded([*cmd, "--json", str(out)], args.generation_timeout)
             r["generation"] = json.loads(out.read_text()) if done.returncode == 0 else {"error": done.stderr[-2000:]}
         except subprocess.TimeoutExpired:
             r["generation"] = {"error": f"no result within --generation-timeout={args.generation_timeout:g} s"}

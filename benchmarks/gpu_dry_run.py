@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import emit, random_model
+from benchmarks.common import emit, random_model, run_bounded
 from harmcore.models import tiny_tokenizer
 from harmcore.sources import benign_builtin
 
@@ -149,7 +149,7 @@ def main() -> None:
         cmd = [sys.executable, "-m", "experiments.run", "-m", f"model={conf}", f"model.path={paths[member]}", *common]
         t = time.perf_counter()
         try:
-            done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
+            done = run_bounded(cmd, args.timeout, cwd=ROOT, env=env)
             error = done.stderr[-3000:] if done.returncode != 0 else None
         except subprocess.TimeoutExpired:
             error = f"no result within --timeout={args.timeout:g} s"
@@ -161,7 +161,7 @@ def main() -> None:
         stages = stage_seconds(job)
         # process start, imports, judge loading and the sweep report are in no stage
         r["members"][member] = {"wall_s": wall, **stages, "unaccounted": wall - sum(stages.values())}
-        emit(r, args.json)  # kept if the next member fails or the run is stopped
+        emit(r, args.json, quiet=True)  # kept if the next member fails or the run is stopped
     ok = [m for m in r["members"].values() if "error" not in m]
     r["total_wall_s"] = sum(m["wall_s"] for m in r["members"].values())
     r["pair_report"] = str(work / "out" / "sweeps" / "dry_run" / "pairs.csv") if len(ok) == 2 else None
