@@ -38,7 +38,8 @@ class ModelConfig:
     name: str = "???"  # short name: output folders, W&B groups
     path: str = ""  # hub id or local folder (set this to a local copy when offline)
     revision: str | None = None  # hub branch/tag/commit; pin it for reproducible caches
-    builder: str | None = None  # tiny_random | tiny_random_seed1 | smollm2_embedded: built locally, `path` unused
+    # Built locally, `path` unused: tiny_random | tiny_random_seed1 | smollm2_embedded | smollm2_refusal_tuned
+    builder: str | None = None
     dtype: str = "float32"  # float32 on CPU; bfloat16 on GPU
     device: str = "auto"  # auto picks cuda when visible
     trust_remote_code: bool = False  # never on unless you trust the repository's code

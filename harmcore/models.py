@@ -36,7 +36,7 @@ class ModelSpec:
     name: str  # short name used in output folders and W&B groups
     path: str  # hub id or local directory
     revision: str | None = None  # hub revision (branch, tag or commit)
-    builder: str | None = None  # build the weights locally instead of loading: tiny_random | smollm2_embedded
+    builder: str | None = None  # build the weights locally instead of loading (models.build)
     dtype: str = "float32"  # float32 on CPU; bfloat16 on GPU
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
     trust_remote_code: bool = False  # only if you trust the model repository's code
@@ -155,6 +155,7 @@ def build(builder: str, cache_dir: Path) -> Path:
         "tiny_random": (build_tiny_random, 1),
         "tiny_random_seed1": (lambda out: build_tiny_random(out, seed=1), 1),
         "smollm2_embedded": (build_smollm2_embedded, 2),
+        "smollm2_refusal_tuned": (lambda out: _refusal_tuned("smollm2_embedded", out), 1),
     }
     if builder not in builders:
         raise HarmcoreError(f"unknown model.builder {builder!r}: use one of {', '.join(builders)}")
@@ -250,6 +251,14 @@ def build_smollm2_embedded(out: Path) -> Path:
     model.load_state_dict(gguf_model.state_dict())
     model.to(torch.bfloat16)
     return _save_atomic(model, tok, out)
+
+
+def _refusal_tuned(base_builder: str, out: Path) -> Path:
+    """The model of `base_builder` LoRA-tuned to refuse (harmcore/refusal_tuning.py); out is
+    <cache>/models/<name>, so the base is built into the same cache."""
+    from harmcore.refusal_tuning import build_refusal_tuned
+
+    return build_refusal_tuned(build(base_builder, out.parent.parent), out)
 
 
 def _save_atomic(model, tokenizer, out: Path) -> Path:

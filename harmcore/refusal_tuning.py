@@ -1,0 +1,82 @@
+"""An aligned partner built offline: a model LoRA-tuned to refuse harmful requests.
+
+No aligned/unaligned pair can be downloaded here, so `model.builder=smollm2_refusal_tuned` makes
+one from the embedded SmolLM2-135M-Instruct: a LoRA (finetune.lora_finetune, merged) trained on
+StrongREJECT requests answered with harmcore's refusal phrasings, mixed with built-in benign
+instructions answered by the model itself (so it keeps answering ordinary requests). The pair
+(`smollm2_135m_refusal_tuned` vs `smollm2_135m_instruct`) then runs the pair experiment end to end.
+
+No evaluation prompt is trained on: each source is shuffled as `sources.split` does with
+`split_seed` 0 and the first `HELD_OUT` items (every evaluation split of harm_domain=all, or of
+the built-in benign set, with data.n_eval <= HELD_OUT and data.split_seed=0) are never used. A
+single-category domain splits its own subset, which this does not cover. Calibration prompts
+may be trained on (scoring data, not evaluation).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+from harmcore import sources
+from harmcore.attacks import refusal_examples
+from harmcore.data import Example, FormatSpec, fitting
+from harmcore.finetune import lora_finetune
+from harmcore.generation import HFGenerator, Request, Sampling
+
+log = logging.getLogger("harmcore.refusal_tuning")
+
+HELD_OUT = 64  # leading items of each seed-0 shuffle that are never trained on
+
+
+def beyond_held_out(items: list, n: int, seed: int = 0) -> list:
+    """`n` items that no split of `sources.split(items, n_eval <= HELD_OUT, ..., seed)` evaluates on."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    return [items[i] for i in order[HELD_OUT : HELD_OUT + n]]
+
+
+def training_examples(model, tokenizer, n_harmful: int, n_benign: int, response_tokens: int) -> list[Example]:
+    """Refusals to harmful requests and the model's own greedy answers to benign instructions."""
+    harmful = [p.text for p in beyond_held_out(sources.strongreject(), n_harmful)]
+    benign = [p.text for p in beyond_held_out(sources.benign_builtin(), n_benign)]
+    answers = HFGenerator(model, tokenizer, "chat", batch_size=16).generate(
+        [Request(p) for p in benign], Sampling(max_new_tokens=response_tokens)
+    )
+    kept = [Example(p, a) for p, a in zip(benign, answers) if a.strip()]
+    return refusal_examples(harmful) + kept
+
+
+def build_refusal_tuned(
+    base: Path,
+    out: Path,
+    *,
+    n_harmful: int = 48,
+    n_benign: int = 48,
+    response_tokens: int = 48,
+    epochs: int = 3,
+    r: int = 16,
+    alpha: int = 32,
+    lr: float = 3e-4,
+    batch_size: int = 8,
+    seed: int = 0,
+) -> Path:
+    """Tune the model in folder `base` to refuse; save the merged copy (bf16) to `out`."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harmcore.models import _save_atomic
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    fmt = FormatSpec(kind="chat", max_length=256)
+    examples = fitting(tokenizer, training_examples(model, tokenizer, n_harmful, n_benign, response_tokens), fmt)
+    tuned, history = lora_finetune(
+        model, tokenizer, examples, fmt,
+        r=r, alpha=alpha, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+    )  # fmt: skip
+    log.info("refusal tuning on %d examples: loss per epoch %s", len(examples), [round(h, 3) for h in history])
+    return _save_atomic(tuned.to(torch.bfloat16), tokenizer, out)
