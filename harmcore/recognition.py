@@ -110,10 +110,10 @@ def classify(answer: str, first_words: int = 5) -> str:
     refused, phrase = _FIRST_SENTENCE_REFUSAL.is_refusal(first) if first else (False, None)
     verdict = parse_statement(answer)
     if refused:
-        apology_only = bool(phrase and re.search(r"sorry|apolog", phrase))
-        rest = text[len(first) :]
-        if not (apology_only and verdict) or (rest.strip() and _FIRST_SENTENCE_REFUSAL.is_refusal(rest)[0]):
-            return "refusal"
+        apology = bool(phrase and re.search(r"sorry|apolog", phrase))
+        after = re.split(r"sorry|apologi[sz]e|apologies", text, maxsplit=1, flags=re.I)[-1].lstrip(" ,.!;:-")
+        if not (apology and verdict) or (after and _FIRST_SENTENCE_REFUSAL.is_refusal(after)[0]):
+            return "refusal"  # a decline, or an apology followed by one
     if verdict:
         return verdict
     if _FIRST_SENTENCE_REFUSAL.is_refusal(answer)[0]:
