@@ -16,7 +16,6 @@ may be trained on (scoring data, not evaluation).
 from __future__ import annotations
 
 import logging
-import random
 from pathlib import Path
 
 from harmcore import sources
@@ -31,10 +30,11 @@ HELD_OUT = 64  # leading items of each seed-0 shuffle that are never trained on
 
 
 def beyond_held_out(items: list, n: int, seed: int = 0) -> list:
-    """`n` items that no split of `sources.split(items, n_eval <= HELD_OUT, ..., seed)` evaluates on."""
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    return [items[i] for i in order[HELD_OUT : HELD_OUT + n]]
+    """`n` items that no split of `sources.split(items, n_eval <= HELD_OUT, ..., seed)` evaluates on:
+    the calibration part of the split that holds out HELD_OUT (evaluation is taken first)."""
+    if len(items) < 2 * HELD_OUT:  # split caps its held-out part at half the items
+        raise ValueError(f"{len(items)} items: need at least {2 * HELD_OUT} to hold out {HELD_OUT}")
+    return sources.split(items, HELD_OUT, n, seed)[0]
 
 
 def training_examples(model, tokenizer, n_harmful: int, n_benign: int, response_tokens: int) -> list[Example]:
