@@ -407,6 +407,7 @@ def _load_or_compute_scores(lm, examples, method, cfg, path, meta, stages, stage
     if path.exists():
         scores = cache.load_scores(path, meta)
         stages.record(stage, "cached", time.perf_counter() - start)
+        log.info("%s: %s scores read from %s", stage, method, path)
     else:
         scores = scoring.compute(
             lm.model,

@@ -198,10 +198,13 @@ def test_failing_job_is_recorded_and_the_others_finish(tmp_path):
 # Preemption / time limit: requeued jobs resume from the cache
 
 
-# Longer generations (~4 s per generation stage on one core) leave time to interrupt the
-# job after its scores are cached and before it finishes, also after the 5 s (KillWait)
-# that a job keeps running after `scontrol requeue`; threads=1 as the SLURM job has 1 core.
-SLOW = [*(a for a in TINY if not a.startswith("generation.max_new_tokens")), "generation.max_new_tokens=800"]
+# Long generations, one prompt at a time (about 7 s per generation stage on one core, three
+# such stages after the scores), leave time to interrupt the job after its scores are cached
+# and before it finishes, also after the 5 s (KillWait) that a job keeps running after
+# `scontrol requeue`, and again after the second run's first new generation; threads=1 as
+# the SLURM job has 1 core. tiny_random decodes ~1k tok/s at batch 1, ~3k at batch 4.
+LONG = {"generation.max_new_tokens": "800", "generation.batch_size": "1", "data.n_eval": "8"}
+SLOW = [*(a for a in TINY if a.split("=")[0] not in LONG), *(f"{k}={v}" for k, v in LONG.items())]
 
 
 def squeue_state(job: str) -> str:
