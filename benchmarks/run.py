@@ -36,7 +36,7 @@ def main() -> None:
     selection = run("selection")
     generation = run("generation", "--model", args.model)
     conf_model = {"smollm2_embedded": "smollm2_135m_instruct"}.get(args.model, args.model)
-    overhead = run("sweep_overhead", "--model", conf_model)
+    overhead = run("sweep_overhead", "--model", conf_model, "--points", "6")
     results = {"scoring": scoring, "selection": selection, "generation": generation, "sweep_overhead": overhead}
     if args.grouping:
         results["sweep_grouping"] = run("sweep_grouping")

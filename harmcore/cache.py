@@ -76,14 +76,15 @@ def atomic_write_csv(path, rows: list[dict], columns: list[str]) -> None:
 
 
 def atomic_write_figure(path, fig, dpi: int = 100) -> None:
-    """Save a matplotlib figure as PNG atomically and close it."""
+    """Save a matplotlib figure as PNG atomically and close it (pyplot figures; a bare Figure needs no closing)."""
     import io
-
-    import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
+    if getattr(fig.canvas, "manager", None) is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
 
 

@@ -683,7 +683,7 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         banned = {calibration_data.normalise(t) for t in used}  # never evaluate on any domain's calibration prompt
         data.harm_eval = [p for p in data.harm_eval if calibration_data.normalise(p.text) not in banned]
     masking.save(mask, job_dir / "mask.safetensors")
-    locations.write(mask, job_dir, title=f"{cfg.model.name} q={cfg.sparsity:g}: {mask.n_pruned} pruned")
+    drawn = locations.write_in_background(mask, job_dir, f"{cfg.model.name} q={cfg.sparsity:g}: {mask.n_pruned} pruned")
     stages.record("select", "computed", time.perf_counter() - t)
     refs = reference_sets(lm, cfg, data, stages)
     baseline, base_rows = evaluate(lm, cfg, data, "dense", refs, stages, "dense")
@@ -738,6 +738,7 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
     for name in refs:  # how much more the pruned model loses on each reference set than the dense one
         if pruned.get(f"{name}_nll") is not None:
             metrics[f"delta_{name}_nll"] = pruned[f"{name}_nll"] - baseline[f"{name}_nll"]
+    drawn.result()  # locations.png is written (or its error raised) before the job counts as finished
     cache.atomic_write_json(job_dir / "metrics.json", metrics)
     log.info(
         "q=%g achieved %.2e: harmfulness %.3f -> %.3f, refusal %.3f -> %.3f",

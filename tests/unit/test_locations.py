@@ -59,3 +59,16 @@ def test_write_csv_json_png_round_trip(tmp_path):
 def test_empty_mask_has_zero_cells():
     t = locations.table(Mask({}, {"model.layers.0.mlp.up_proj": 10, "model.layers.1.mlp.up_proj": 10}))
     assert t.layers == [0, 1] and t.modules == ["up"] and t.total == 0
+
+
+def test_background_write_gives_the_same_files(tmp_path):
+    mask = hand_mask()
+    drawn = locations.write_in_background(mask, tmp_path / "bg", title="q")
+    assert (tmp_path / "bg" / "locations.csv").exists()  # the counts are written at once
+    t = drawn.result(timeout=60)
+    locations.write(mask, tmp_path / "fg", title="q")
+    assert t.total == 10
+    for name in ("locations.csv", "locations.json"):
+        assert (tmp_path / "bg" / name).read_bytes() == (tmp_path / "fg" / name).read_bytes()
+    png = (tmp_path / "bg" / "locations.png").read_bytes()
+    assert png[:4] == b"\x89PNG" and png == (tmp_path / "fg" / "locations.png").read_bytes()
