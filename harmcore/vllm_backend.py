@@ -193,11 +193,12 @@ class VLLMGenerator:
         return [TokensPrompt(prompt_token_ids=list(tok(t, add_special_tokens=False)["input_ids"])) for t in texts]
 
     def _params(self, sampling: Sampling, n: int, index: int):
+        """vLLM sampling parameters for the `index`-th prompt; greedy decoding always asks for one answer."""
         from vllm import SamplingParams
 
         greedy = sampling.temperature <= 0
         return SamplingParams(
-            n=n,
+            n=1 if greedy else n,  # vLLM refuses n > 1 with temperature 0; `sample` repeats the answer
             max_tokens=sampling.max_new_tokens,
             temperature=0.0 if greedy else sampling.temperature,
             top_p=1.0 if greedy else sampling.top_p,
@@ -208,7 +209,12 @@ class VLLMGenerator:
         )
 
     def sample(self, requests: list[Request], sampling: Sampling, n: int) -> list[list[str]]:
-        """`n` responses per request (decoded with harmcore's tokenizer, stripped)."""
+        """`n` responses per request (decoded with harmcore's tokenizer, stripped).
+
+        Greedy sampling (temperature <= 0) gives `n` copies of the one greedy answer, as `HFGenerator` does.
+        """
+        if n > 1 and sampling.temperature <= 0:
+            return [texts * n for texts in self.sample(requests, sampling, 1)]
         self.sync()
         start = time.perf_counter()
         params = [self._params(sampling, n, i) for i in range(len(requests))]

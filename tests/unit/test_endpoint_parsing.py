@@ -1,18 +1,23 @@
-"""Endpoint judges without a server: rubric/score parsing, arithmetic, cache, retries on a dead port."""
+"""Endpoint judges without a vLLM server: parsing, arithmetic, cache, retries, HTTP errors, template checks."""
 
 import hashlib
 import json
 import math
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from harmcore.errors import HarmcoreError
+from harmcore.eval_config import EndpointJudgeConfig
 from harmcore.judges.endpoint import (
     RUBRIC_FILES,
     EndpointClient,
     JudgementCache,
+    RubricJudge,
     ScoreJudge,
+    build_judges,
     parse_rubric,
     parse_score_0_100,
     rubric_prompts,
@@ -145,3 +150,106 @@ def test_score_judge_template_fields_are_checked():
         ScoreJudge(client, "aligned", "Rate {answer} 0-100")
     with pytest.raises(HarmcoreError, match="score_mode"):
         ScoreJudge(client, "aligned", "{prompt} {response}", mode="vibes")
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        'Rate {prompt} / {response}. Reply as JSON: {"score": 50}',  # a JSON example read as a field
+        "Rate {prompt} / {response} {}",
+        "Rate {prompt} / {response} }",  # a lone closing brace
+        "Rate {prompt} / {response} {",
+        "Rate {prompt.upper} / {response}",
+    ],
+)
+def test_score_judge_template_with_literal_braces_fails_at_construction(template):
+    client = EndpointClient("http://127.0.0.1:9/v1", "judge")
+    with pytest.raises(HarmcoreError, match=r"^the aligned judge template .*doubled \(\{\{ and \}\}") as err:
+        ScoreJudge(client, "aligned", template)
+    assert "\n" not in str(err.value)
+
+
+def test_doubled_braces_are_literal_text():
+    client = EndpointClient("http://127.0.0.1:9/v1", "judge")
+    judge = ScoreJudge(client, "aligned", 'Rate {prompt} / {response}. Reply as JSON: {{"score": 50}}')
+    assert judge.template.format(prompt="p", response="r") == 'Rate p / r. Reply as JSON: {"score": 50}'
+    assert "{forbidden_prompt}" in RubricJudge(client).template  # the packaged rubric passes the same check
+
+
+def test_template_file_with_braces_is_named_when_the_judges_are_built(tmp_path):
+    path = tmp_path / "aligned.txt"
+    path.write_text('Request: {prompt}\nAnswer: {response}\nReply {"score": <0-100>}')
+    cfg = EndpointJudgeConfig(
+        enabled=True, base_url="http://127.0.0.1:9/v1", judges=["aligned"], templates={"aligned": str(path)}
+    )
+    with pytest.raises(HarmcoreError, match=rf"eval.endpoint.templates.aligned={path} .*doubled"):
+        build_judges(cfg, tmp_path)
+    path.write_text('Request: {prompt}\nAnswer: {response}\nReply {{"score": <0-100>}}')
+    assert isinstance(build_judges(cfg, tmp_path)["aligned"], ScoreJudge)
+
+
+class _Endpoint(BaseHTTPRequestHandler):
+    """Chat completions that answer "85", or `status` for a message whose content is "bad"."""
+
+    status = 403
+    requests = 0
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests += 1
+        if body["messages"][0]["content"] == "bad":
+            code, payload = self.status, {"error": {"message": f"policy says no ({self.status})", "type": "x"}}
+        else:
+            code, payload = 200, {
+                "id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "85"}}],
+            }  # fmt: skip
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_endpoint():
+    """A local HTTP chat-completions endpoint; yields (base_url, handler class)."""
+    handler = type("Handler", (_Endpoint,), {"requests": 0})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [403, 409, 422, 418])
+def test_other_http_errors_are_one_harmcore_error_and_not_retried(http_endpoint, tmp_path, status):
+    base_url, handler = http_endpoint
+    handler.status = status
+    cache_path = tmp_path / "judgements.jsonl"
+    client = EndpointClient(base_url, "judge", retries=3, backoff_s=0.01, concurrency=1, cache_path=cache_path)
+    good = [{"role": "user", "content": "fine"}]
+    with pytest.raises(HarmcoreError) as err:
+        client.complete([good, [{"role": "user", "content": "bad"}]])
+    message = str(err.value)
+    assert base_url in message and f"HTTP {status}" in message and f"policy says no ({status})" in message
+    assert "\n" not in message
+    assert client.stats["retries"] == 0 and handler.requests == 2  # one request each, no retry
+    assert [json.loads(x)["value"] for x in cache_path.read_text().splitlines()] == [{"text": "85"}]
+
+
+def test_server_errors_are_still_retried(http_endpoint):
+    base_url, handler = http_endpoint
+    handler.status = 503
+    client = EndpointClient(base_url, "judge", retries=2, backoff_s=0.01)
+    with pytest.raises(HarmcoreError, match=r"failed after 3 attempts \(InternalServerError\)"):
+        client.complete([[{"role": "user", "content": "bad"}]])
+    assert client.stats["retries"] == 2 and handler.requests == 3

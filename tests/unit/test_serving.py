@@ -41,3 +41,16 @@ def test_command_and_input_checks(tmp_path):
     with pytest.raises(HarmcoreError, match="no config.json"):
         with vllm_server(tmp_path):
             pass
+
+
+def test_command_keeps_the_models_generation_config_out_of_sampling():
+    cmd = server_command("/m", "127.0.0.1", 8001, served_name="m", dtype="bfloat16", max_model_len=2048,
+                         max_logprobs=20, extra_args=["--seed", "1"])  # fmt: skip
+    assert cmd[cmd.index("--generation-config") + 1] == "vllm"
+    assert cmd[-2:] == ["--seed", "1"]
+    # vLLM's own server parser reads it as generation_config="vllm" (its default, "auto", applies the model's).
+    cli_args = pytest.importorskip("vllm.entrypoints.launchers.cli_args")
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    args = cli_args.make_arg_parser(FlexibleArgumentParser()).parse_args(cmd[3:])
+    assert args.generation_config == "vllm" and args.max_logprobs == 20 and args.port == 8001
