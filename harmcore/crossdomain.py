@@ -81,7 +81,8 @@ def cells(sweep_dir: Path, points: list[dict]) -> list[dict]:
                 "sparsity": m["sparsity_requested"],
                 "sparsity_achieved": m["sparsity_achieved"],
                 "model": m["model"],
-                "scorer": m["scorer"],
+                "scorer": p.get("scorer", m["scorer"]),  # as the sweep report names it (tagged if mixed)
+                "p": m.get("p"),
                 "score_domain": m["harm_domain"],
                 "eval_domain": m["eval_domain"],
                 "harmfulness": h,
@@ -95,13 +96,22 @@ def cells(sweep_dir: Path, points: list[dict]) -> list[dict]:
                 "job": p["job"],
             }
         )
-    return sorted(out, key=lambda c: (c["model"], c["scorer"], c["sparsity"], c["score_domain"], c["eval_domain"]))
+    return sorted(
+        out, key=lambda c: (c["model"], c["scorer"], c["p"] or 0, c["sparsity"], c["score_domain"], c["eval_domain"])
+    )
+
+
+ROW_KEYS = ["model", "scorer", "p", "sparsity", "score_domain"]
+
+
+def _row(c: dict) -> tuple:
+    return tuple(c[k] for k in ROW_KEYS)
 
 
 def _matrix(cs: list[dict], metric: str) -> tuple[list[str], list[tuple], dict]:
     cols = sorted({c["eval_domain"] for c in cs})
-    rows = sorted({(c["model"], c["scorer"], c["sparsity"], c["score_domain"]) for c in cs})
-    values = {((c["model"], c["scorer"], c["sparsity"], c["score_domain"]), c["eval_domain"]): c[metric] for c in cs}
+    rows = sorted({_row(c) for c in cs}, key=lambda r: (r[0], r[1], r[2] or 0, r[3], r[4]))
+    values = {(_row(c), c["eval_domain"]): c[metric] for c in cs}
     return cols, rows, values
 
 
@@ -114,7 +124,8 @@ def _plot(cs: list[dict], path: Path) -> None:
     for ax, metric in zip(axes[0], MATRIX_METRICS):
         _, _, values = _matrix(cs, metric)
         grid = np.array([[values.get((r, c)) for c in cols] for r in rows], dtype=float)  # None -> nan
-        labels = [f"{r[3]} q={r[2]:g}" for r in rows]
+        several_p = len({r[2] for r in rows}) > 1
+        labels = [f"{r[4]} q={r[3]:g}" + (f" p={r[2]:g}" if several_p else "") for r in rows]
         plots.annotated_heatmap(fig, ax, grid, labels, cols, "evaluated on (B)", "pruned with (A)", cmap="magma",
                                 text_color="c")  # fmt: skip
         ax.set_title(metric, fontsize=9)
@@ -131,9 +142,8 @@ def write(sweep_dir, points: list[dict]) -> list[dict] | None:
     atomic_write_csv(sweep_dir / "cross_domain.csv", cs, list(cs[0]))
     for metric in MATRIX_METRICS:
         cols, rows, values = _matrix(cs, metric)
-        keys = ["model", "scorer", "sparsity", "score_domain"]
-        table = [{**dict(zip(keys, r)), **{c: values.get((r, c)) for c in cols}} for r in rows]
-        atomic_write_csv(sweep_dir / f"cross_domain_{metric}.csv", table, [*keys, *cols])
+        table = [{**dict(zip(ROW_KEYS, r)), **{c: values.get((r, c)) for c in cols}} for r in rows]
+        atomic_write_csv(sweep_dir / f"cross_domain_{metric}.csv", table, [*ROW_KEYS, *cols])
     atomic_write_json(sweep_dir / "cross_domain.json", {"metrics": list(MATRIX_METRICS), "cells": cs})
     _plot(cs, sweep_dir / "cross_domain.png")
     return cs

@@ -99,6 +99,7 @@ def generate(cfg: Config) -> dict:
     if g.method == "prefill":
         prefixes = _prefill_prefixes(lm, calib, g.reference_path, g.prefill_tokens)
     keep = [i for i, x in enumerate(prefixes) if g.method != "prefill" or x is not None]
+    n_without_reference = len(prefixes) - len(keep)
     calib, prefixes = [calib[i] for i in keep], [prefixes[i] for i in keep]
     answers = _answers(lm, calib, prefixes, cfg, stages)
     raw = [Example(p.text, a, p.category) for p, a in zip(calib, answers)]
@@ -123,8 +124,8 @@ def generate(cfg: Config) -> dict:
         "reference_path": g.reference_path if g.method == "prefill" else None,
         "response_tokens": d.response_tokens,
         "split": {"n_eval": d.n_eval, "split_seed": d.split_seed, "held_out_prompts": [p.text for p in held_out]},
-        "n_prompts": len(raw),
-        "n_without_reference": len(prefixes) - len(keep) if g.method == "prefill" else 0,
+        "n_prompts": len(raw) + n_without_reference,  # calibration prompts, with or without a reference answer
+        "n_without_reference": n_without_reference,
         "dropped": dropped,
         "provenance": pipeline.provenance(cfg),
     }

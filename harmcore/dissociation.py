@@ -114,7 +114,8 @@ def rows(sweep_dir: Path, points: list[dict]) -> list[dict]:
                 {
                     "model": m["model"],
                     "harm_domain": m["harm_domain"],
-                    "scorer": m["scorer"],
+                    "scorer": p.get("scorer", m["scorer"]),  # as the sweep report names it (tagged if mixed)
+                    "p": m.get("p"),
                     "sparsity": m["sparsity_requested"],
                     "sparsity_achieved": m["sparsity_achieved"],
                     "pruned_with": m["data_target"],
@@ -126,12 +127,17 @@ def rows(sweep_dir: Path, points: list[dict]) -> list[dict]:
                 }
             )
     order = {t: i for i, t in enumerate(TARGETS)}
-    return sorted(out, key=lambda r: (r["model"], r["scorer"], r["sparsity"], order.get(r["pruned_with"], 9)))
+    return sorted(
+        out, key=lambda r: (r["model"], r["scorer"], r["p"] or 0, r["sparsity"], order.get(r["pruned_with"], 9))
+    )
+
+
+MATRIX_KEYS = ("model", "harm_domain", "scorer", "p", "sparsity", "pruned_with")
 
 
 def matrix(long: list[dict]) -> list[dict]:
-    """Rows (model, harm_domain, scorer, sparsity, pruned_with), one column per ability (retained)."""
-    keys = ("model", "harm_domain", "scorer", "sparsity", "pruned_with")
+    """Rows (model, harm_domain, scorer, p, sparsity, pruned_with), one column per ability (retained)."""
+    keys = MATRIX_KEYS
     table: dict[tuple, dict] = {}
     for r in long:
         table.setdefault(tuple(r[k] for k in keys), dict(zip(keys, (r[k] for k in keys))))[r["ability"]] = r["retained"]
@@ -161,10 +167,7 @@ def write(sweep_dir, points: list[dict]) -> list[dict] | None:
         return None
     table = matrix(long)
     atomic_write_csv(sweep_dir / "dissociation.csv", long, list(long[0]))
-    atomic_write_csv(
-        sweep_dir / "dissociation_matrix.csv", table, ["model", "harm_domain", "scorer", "sparsity", "pruned_with",
-                                                       *ABILITIES]
-    )  # fmt: skip
+    atomic_write_csv(sweep_dir / "dissociation_matrix.csv", table, [*MATRIX_KEYS, *ABILITIES])
     value = "retained = pruned / dense of each ability; rows: the data whose weights were pruned"
     atomic_write_json(sweep_dir / "dissociation.json", {"value": value, "matrix": table, "rows": long})
     _plot(table, sweep_dir / "dissociation.png")

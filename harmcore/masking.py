@@ -8,6 +8,7 @@ checkpoint of the same architecture (e.g. the model after fine-tuning).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +67,17 @@ def restore(model: nn.Module, handle: PruneHandle) -> None:
     linears = prunable_linears(model)
     for name, idx in handle.indices.items():
         _flat_weight(linears[name])[idx] = handle.values[name]
+
+
+def content_key(mask: Mask) -> str:
+    """A short hash of which weights `mask` prunes ("dense" for none): names cached results of masked models."""
+    if mask.n_pruned == 0:
+        return "dense"
+    h = hashlib.sha256()
+    for name in sorted(mask.indices):
+        h.update(name.encode())
+        h.update(mask.indices[name].numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def save(mask: Mask, path) -> None:

@@ -86,6 +86,9 @@ class StageLog:
 _LOADED: dict[str, LoadedModel] = {}
 _SCORES: dict[str, dict[str, torch.Tensor]] = {}
 _ENGINES: dict[str, Generator] = {}  # vLLM engines, one per (model, engine settings)
+# Per live HF model (by id): parameters whose values now differ from its checkpoint (a mask
+# is applied); an engine started from the checkpoint at such a moment is told to sync them.
+_MODIFIED: dict[int, set[str]] = {}
 # A second slot for the model that writes calibration responses (data.responses_from).
 _RESPONDER: dict[str, LoadedModel] = {}
 # Set-difference selectors, one per (harm scores, preserve scores, p, ranking): the points of a
@@ -186,10 +189,28 @@ def get_generator(lm: LoadedModel, cfg: Config, stages: StageLog) -> Generator:
     close_engines()
     path = models.source_path(_model_spec(spec), cache_dir_of(cfg))
     engine = vllm_backend.VLLMGenerator(path, lm.tokenizer, lm.model, spec.prompt_format, settings, spec.revision)
+    engine.weights_changed(_MODIFIED.get(id(lm.model), set()))
     _ENGINES[key] = engine
     stages.record("vllm_engine", "started", time.perf_counter() - start)
     log.info("vLLM engine for %s started in %.1fs", spec.name, engine.startup_seconds)
     return engine
+
+
+def weights_changed(lm: LoadedModel, names: list[str], restored: bool = False) -> None:
+    """Tell the engines serving `lm` that these parameters changed (masked, or `restored` to the checkpoint).
+
+    Engines are looked up now, not kept by the caller: another model's engine (the calibration
+    responder's) may have replaced the one a job started with, and the new one starts from the
+    checkpoint, so it is told what still differs from it when it starts.
+    """
+    modified = _MODIFIED.setdefault(id(lm.model), set())
+    if restored:
+        modified.difference_update(names)
+    else:
+        modified.update(names)
+    for engine in _ENGINES.values():
+        if getattr(engine, "source", None) is lm.model:
+            engine.weights_changed(names)
 
 
 def _fmt(cfg: Config) -> FormatSpec:
@@ -466,13 +487,7 @@ def shared_mask(lm, cfg: Config, preserve, stages: StageLog) -> tuple[Mask, list
 
 
 def mask_key(mask: Mask) -> str:
-    if mask.n_pruned == 0:
-        return "dense"
-    h = hashlib.sha256()
-    for name in sorted(mask.indices):
-        h.update(name.encode())
-        h.update(mask.indices[name].numpy().tobytes())
-    return h.hexdigest()[:16]
+    return masking.content_key(mask)
 
 
 # ---------------------------------------------------------------------------------------
@@ -494,7 +509,9 @@ def evaluate(lm, cfg: Config, data: JobData, key: str, refs: dict, stages: Stage
         "harmfulness": sum(complied) / len(complied),
         "harmfulness_ci": [lo, hi],
         "refusal_rate": sum(r for r, _ in corrected) / len(corrected),
+        "refusal_rate_ci": list(bootstrap_ci([float(r) for r, _ in corrected], cfg.eval.bootstrap, seed=cfg.seed)),
         "refusal_rate_wei": sum(r for r, _ in wei) / len(wei),
+        "refusal_rate_wei_ci": list(bootstrap_ci([float(r) for r, _ in wei], cfg.eval.bootstrap, seed=cfg.seed)),
     }
     if cfg.eval.response_nll and refs:
         for name, examples in refs.items():
@@ -541,19 +558,28 @@ def suite_context(lm, cfg: Config, stages: StageLog) -> suite.Context:
     )
 
 
-def reference_sets(lm, cfg: Config, data: JobData, stages: StageLog) -> dict[str, list[Example]]:
-    """Held-out references: the dense model's own answers to the eval prompts.
+def references_writer(lm: LoadedModel, cfg: Config) -> LoadedModel:
+    """The model whose answers are the held-out references (a calibration file: the job's own)."""
+    return lm if cfg.data.harm_path else responder(lm, cfg)
 
-    harm: its compliant answers to held-out harmful prompts; benign: its answers to
-    held-out benign instructions. Their loss rises when pruning removes the ability.
+
+def reference_sets(lm, cfg: Config, data: JobData, stages: StageLog) -> dict[str, list[Example]]:
+    """Held-out references: answers to the eval prompts by the model that wrote the calibration data.
+
+    That is the dense model itself, or `data.responses_from` (so both members of a pair are
+    measured on identical text, and an aligned model that refuses is measured, and prefilled,
+    on a counterpart's harmful answers). harm: the compliant answers to held-out harmful
+    prompts; benign: the answers to held-out benign instructions. The job's model's loss on
+    them rises when pruning removes the ability.
     """
     if not cfg.eval.response_nll:
         return {}
     g = cfg.generation
     sampling = Sampling(g.max_new_tokens, 0.0, 1.0, cfg.seed)
     judge = RefusalKeywordJudge("corrected")
-    harm = generate_cached(lm, data.harm_eval, sampling, cfg, "dense", stages, "references_harmful")
-    benign = generate_cached(lm, data.benign_eval, sampling, cfg, "dense", stages, "references_benign")
+    writer = references_writer(lm, cfg)
+    harm = generate_cached(writer, data.harm_eval, sampling, cfg, "dense", stages, "references_harmful")
+    benign = generate_cached(writer, data.benign_eval, sampling, cfg, "dense", stages, "references_benign")
     fmt = _fmt(cfg)
     harm_refs = [Example(p.text, r) for p, r in zip(data.harm_eval, harm) if r.strip() and not judge.is_refusal(r)[0]]
     benign_refs = [Example(p.text, r) for p, r in zip(data.benign_eval, benign) if r.strip()]
@@ -566,6 +592,26 @@ def reference_sets(lm, cfg: Config, data: JobData, stages: StageLog) -> dict[str
 
 def config_hash(cfg: Config) -> str:
     """Hash of the settings that change results (not paths, names or logging)."""
+    return _hash_settings(_settings(cfg))
+
+
+def curve_hash(cfg: Config) -> str:
+    """Hash of the settings shared by every point of one curve and by both members of a pair.
+
+    The config hash without the sparsity, the grid, the model and the ladder: sweep reports
+    keep points with different curve hashes (another ranking, seed or data split) apart.
+    """
+    d = _settings(cfg)
+    for k in ("sparsity", "sparsities", "model", "ladder"):
+        d.pop(k, None)
+    return _hash_settings(d)
+
+
+def _hash_settings(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _settings(cfg: Config) -> dict:
     d = asdict(cfg)
     for k in ("logger", "output_root", "cache_dir", "threads", "name", "generate", "em", "pipeline"):
         d.pop(k, None)
@@ -575,7 +621,7 @@ def config_hash(cfg: Config) -> str:
         d["data"].pop("target")
     if not d["eval"]["recognition"]["enabled"]:  # jobs from before the recognition eval keep their hash
         d["eval"].pop("recognition")
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return d
 
 
 def provenance(cfg: Config) -> dict:
@@ -665,7 +711,7 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
     start = time.perf_counter()
     lm = get_model(cfg.model, cache_dir_of(cfg))
     stages.record("load_model", "done", time.perf_counter() - start)
-    gen = get_generator(lm, cfg, stages)  # a vLLM engine that cannot start fails the job here, not half-way
+    get_generator(lm, cfg, stages)  # a vLLM engine that cannot start fails the job here, not half-way
     data = prepare_data(lm, cfg, stages)
     keep = score_slots(cfg)
     harm = scores_cached(lm, data.harm_calibration, cfg.scorer.harm_method, cfg, stages, "scores_harm", keep)
@@ -689,12 +735,12 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
     baseline, base_rows = evaluate(lm, cfg, data, "dense", refs, stages, "dense")
     handle = masking.apply(lm.model, mask)
     changed = [f"{name}.weight" for name, idx in mask.indices.items() if idx.numel()]
-    gen.weights_changed(changed)
+    weights_changed(lm, changed)
     try:
         pruned, rows = evaluate(lm, cfg, data, mask_key(mask), refs, stages, "pruned")
     finally:
         masking.restore(lm.model, handle)
-        gen.weights_changed(changed)
+        weights_changed(lm, changed, restored=True)
     for row, base in zip(rows, base_rows):
         row["dense_response"] = base["response"]
     attack_metrics = suite.run_attacks(suite_context(lm, cfg, stages), data, mask, mask_key(mask), refs)
@@ -705,6 +751,7 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         cache.atomic_write_json(job_dir / "reference_nll.json", nll)
     metrics = {
         "config_hash": chash,
+        "curve_hash": curve_hash(cfg),
         "model": cfg.model.name,
         "harm_domain": cfg.harm_domain.name,
         "scorer": cfg.scorer.name,
@@ -719,6 +766,7 @@ def _run_stages(cfg: Config, job_dir: Path, chash: str) -> tuple[dict, list[dict
         "model_counterpart": cfg.model.counterpart,
         "ladder": cfg.ladder,
         "calibration_responses_from": data.responses_from,
+        "references_from": references_writer(lm, cfg).spec.name if refs else None,
         "data_target": cfg.data.target,
         "eval_domain": cfg.eval_domain,
         "n_eval_overlap_removed": data.n_eval_overlap_removed,

@@ -27,6 +27,7 @@ CURVE_COLUMNS = [
     "harm_domain",
     "scorer",
     "p",
+    "ranking",
     "sparsity_requested",
     "sparsity_achieved",
     "n_pruned",
@@ -42,6 +43,7 @@ CURVE_COLUMNS = [
     "baseline_benign_nll",
     "delta_harm_nll",
     "delta_benign_nll",
+    "curve_hash",
     "job",
 ]
 
@@ -99,14 +101,41 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
                     "delta_benign_nll": m.get("delta_benign_nll"),
                     "baseline_benign_nll": base.get("benign_nll"),
                     "job": rel,
+                    "ranking": m.get("ranking"),
+                    "curve_hash": m.get("curve_hash"),
                 }
             )
         elif (job / "FAILED").exists():
             problems.append({"job": rel, "status": "failed", "error": (job / "FAILED").read_text()[-2000:]})
         else:
             problems.append({"job": rel, "status": "missing", "error": "no metrics.json (still running or killed)"})
+    _tag_mixed_settings(points)
     points.sort(key=lambda r: (r["model"], r["harm_domain"], r["scorer"], r["p"] or 0, r["sparsity_achieved"]))
     return points, problems
+
+
+def _tag_mixed_settings(points: list[dict]) -> None:
+    """Keep curves of different settings apart when one sweep mixes them under one model/domain/scorer/p.
+
+    A sweep over pruning.ranking, seed or a data setting gives each (model, domain, scorer, p)
+    several curves; their points get the differing setting (or the curve hash) appended to the
+    scorer name, which every report groups by, instead of being merged into one curve.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["model"], p["harm_domain"], p["scorer"], p["p"]), []).append(p)
+    for pts in groups.values():
+        hashes = {p["curve_hash"] for p in pts if p["curve_hash"]}  # jobs written before curve_hash: none
+        if len(hashes) < 2:
+            continue
+        ranking_of = {p["curve_hash"]: p["ranking"] for p in pts if p["curve_hash"]}
+        by_ranking = len(set(ranking_of.values())) == len(hashes)
+        for p in pts:
+            if by_ranking:
+                tag = f"ranking={p['ranking']}"
+            else:
+                tag = f"settings {p['curve_hash'][:6]}" if p["curve_hash"] else "settings unknown"
+            p["scorer"] = f"{p['scorer']} [{tag}]"
 
 
 def _plot(points: list[dict], path: Path) -> None:

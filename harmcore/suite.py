@@ -58,6 +58,23 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+_TEMPLATE_DIGESTS: dict[tuple, str] = {}
+
+
+def _template_digest(path: str | None, sha256: str | None) -> str:
+    """The StrongREJECT template's sha256 (judgements are cached under it); the URL is read once per process."""
+    from harmcore.judges.strongreject import template_digest
+
+    key = (
+        path,
+        sha256,
+        Path(path).expanduser().stat().st_mtime_ns if path and Path(path).expanduser().is_file() else None,
+    )
+    if key not in _TEMPLATE_DIGESTS:
+        _TEMPLATE_DIGESTS[key] = template_digest(path, sha256)
+    return _TEMPLATE_DIGESTS[key]
+
+
 def _mean_ci(values: Sequence[float], ctx: Context) -> tuple[float | None, list]:
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
@@ -98,7 +115,7 @@ def extra_judges(ctx: Context, prompts: Sequence[str], responses: Sequence[str],
             "model": c.model,
             "adapter": c.adapter,
             "revision": c.revision,
-            "template": c.template_path or "url",
+            "template_sha256": _template_digest(c.template_path, c.template_sha256),
             "max_len": c.max_response_length,
             "dtype": c.dtype,
             **pairs,
@@ -128,7 +145,9 @@ def harm_metrics(ctx: Context, prompts: Sequence[str], responses: Sequence[str],
     corrected = RefusalKeywordJudge("corrected")
     metrics = {"n": len(responses)}
     metrics["harmfulness"], metrics["harmfulness_ci"] = _mean_ci(complied, ctx)
-    metrics["refusal_rate"] = sum(corrected.is_refusal(r)[0] for r in responses) / len(responses) if responses else None
+    metrics["refusal_rate"], metrics["refusal_rate_ci"] = _mean_ci(
+        [1.0 if corrected.is_refusal(r)[0] else 0.0 for r in responses], ctx
+    )
     metrics.update(extra_judges(ctx, prompts, responses, stage)[0])
     return metrics
 
@@ -282,7 +301,8 @@ def _attack_generations(ctx, parts, requests, sampling, mask, mask_key, data, st
         "requests": _hash([asdict(r) for r in requests]),
         "sampling": asdict(sampling),
         "prompt_format": ctx.prompt_format,
-        "ablation": (a.ablation_q, a.ablation_p) if "refusal_ablation" in parts else None,
+        # the ablation mask itself: it also depends on the calibration requests and benign set
+        "ablation": (a.ablation_q, a.ablation_p, masking.content_key(mask)) if "refusal_ablation" in parts else None,
     }
     if "lora" in parts:
         meta["lora"] = {k: v for k, v in asdict(a).items() if k.startswith("lora_")}

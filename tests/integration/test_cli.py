@@ -182,6 +182,10 @@ def test_main_job_on_embedded_model(out):
     assert m["model"] == "smollm2_135m_instruct" and m["n_eval"] == 6
     for key in ("harmfulness", "refusal_rate", "harm_nll", "benign_nll"):
         assert 0 <= m[key] < 100 and 0 <= m["baseline"][key] < 100
+    for key in ("harmfulness", "refusal_rate", "refusal_rate_wei", "harm_nll", "benign_nll"):  # each with a CI
+        for point in (m, m["baseline"]):
+            lo, hi = point[f"{key}_ci"]
+            assert lo <= point[key] <= hi, (key, point[key], lo, hi)
     assert m["n_pruned"] > 0 and m["harm_nll"] != m["baseline"]["harm_nll"]
     gens = [json.loads(line) for line in (job / "generations.jsonl").read_text().splitlines()]
     assert all(g["dense_response"] for g in gens)

@@ -75,3 +75,17 @@ def test_defaults_are_documented():
         assert f"- {group}:" in text
     cfg = composed([])
     assert OmegaConf.select(cfg, "model.name") == "smollm2_135m_instruct"
+
+
+def test_curve_hash_is_shared_by_a_curve_and_a_pair_and_parts_other_settings():
+    from harmcore.pipeline import config_hash, curve_hash
+
+    def run(*overrides):
+        return to_run_config(composed(list(overrides)))
+
+    base = run("model=llama3_base", "sparsity=0.001")
+    same_curve = [run("model=llama3_base", "sparsity=0.01"), run("model=llama3_instruct", "sparsity=0.001")]
+    assert all(curve_hash(c) == curve_hash(base) for c in same_curve)
+    assert all(config_hash(c) != config_hash(base) for c in same_curve)
+    for other in ("pruning.ranking=global", "seed=1", "data.n_calibration=7"):
+        assert curve_hash(run("model=llama3_base", "sparsity=0.001", other)) != curve_hash(base), other

