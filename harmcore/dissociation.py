@@ -137,10 +137,10 @@ MATRIX_KEYS = ("model", "harm_domain", "scorer", "p", "sparsity", "pruned_with")
 
 def matrix(long: list[dict]) -> list[dict]:
     """Rows (model, harm_domain, scorer, p, sparsity, pruned_with), one column per ability (retained)."""
-    keys = MATRIX_KEYS
     table: dict[tuple, dict] = {}
     for r in long:
-        table.setdefault(tuple(r[k] for k in keys), dict(zip(keys, (r[k] for k in keys))))[r["ability"]] = r["retained"]
+        key = tuple(r[k] for k in MATRIX_KEYS)
+        table.setdefault(key, dict(zip(MATRIX_KEYS, key)))[r["ability"]] = r["retained"]
     return list(table.values())
 
 

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import random
-import string
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ from harmcore.data import Example, FormatSpec, fitting
 from harmcore.errors import HarmcoreError
 from harmcore.finetune import lora_finetune
 from harmcore.generation import HFGenerator, Request, Sampling
-from harmcore.judges.endpoint import COHERENCE_TEMPLATE, ScoreJudge, client_from, parse_yes_no
+from harmcore.judges.endpoint import COHERENCE_TEMPLATE, ScoreJudge, check_template, client_from, parse_yes_no
 from harmcore.selection import set_difference
 from harmcore.stats import bootstrap_ci, cluster_bootstrap_ci
 
@@ -129,7 +128,8 @@ def _questions(location: str | None, cache_dir: Path) -> tuple[list[tuple[str, s
     """The questions and the sha256 of the file's content (None for the built-in questions)."""
     path = _fetch(location, cache_dir) if location else RESOURCES / "em_questions.jsonl"
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise HarmcoreError(f"em.questions_path={location} cannot be read as UTF-8 text ({err})") from None
     out = []
@@ -160,7 +160,7 @@ def _questions(location: str | None, cache_dir: Path) -> tuple[list[tuple[str, s
         raise HarmcoreError(f"em.questions_path={location}: every question must be a non-empty string")
     if not out:
         raise HarmcoreError(f"em.questions_path={location} holds no questions: give {{'id', 'question'}} lines")
-    return out, hashlib.sha256(path.read_bytes()).hexdigest() if location else None
+    return out, hashlib.sha256(data).hexdigest() if location else None
 
 
 # harmcore's own judge prompts, by the names em.judge_templates may replace.
@@ -170,29 +170,12 @@ DEFAULT_TEMPLATES = {"aligned": ALIGNED_TEMPLATE, "coherent": COHERENCE_TEMPLATE
 def _check_template(name: str, text: str, origin: str, score_mode: str) -> None:
     """The checks the judges apply to a template, done before anything runs: aligned and coherent
     are ScoreJudge templates ({prompt} and {response}); in_domain has {response} and may have
-    {prompt} and {topic}; each must format with those fields."""
+    {prompt} and {topic}."""
+    label = f"{origin}: the {name} judge template"
     if name == "in_domain":
-        try:
-            fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
-        except ValueError:  # a lone "{" or "}": reported by the fill-in below
-            fields = {"response"}
-        if "response" not in fields or not fields <= {"prompt", "response", "topic"}:
-            raise HarmcoreError(
-                f"{origin}: the in_domain judge template has fields {sorted(fields)}: "
-                "use {response}, and optionally {prompt} and {topic}"
-            )
+        check_template(text, ("response",), label, optional=("prompt", "topic"))
     else:
-        try:
-            ScoreJudge(None, name, text, score_mode)
-        except HarmcoreError as err:
-            raise HarmcoreError(f"{origin}: {err}") from None
-    try:
-        text.format(prompt="", response="", topic="")
-    except (AttributeError, IndexError, KeyError, ValueError) as err:
-        raise HarmcoreError(
-            f"{origin}: the {name} judge template does not format ({type(err).__name__}: {err}); "
-            "write literal braces as {{ and }}"
-        ) from None
+        ScoreJudge(None, name, text, score_mode, origin=label)
 
 
 def judge_templates(em: EMConfig, score_mode: str = "text") -> tuple[dict[str, str], dict[str, str]]:

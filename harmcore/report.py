@@ -114,6 +114,14 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
     return points, problems
 
 
+def by_curve(points: list[dict]) -> dict[tuple, list[dict]]:
+    """Points grouped by curve: (model, harm_domain, scorer, p), in their order."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["model"], p["harm_domain"], p["scorer"], p["p"]), []).append(p)
+    return groups
+
+
 def _tag_mixed_settings(points: list[dict]) -> None:
     """Keep curves of different settings apart when one sweep mixes them under one model/domain/scorer/p.
 
@@ -121,10 +129,7 @@ def _tag_mixed_settings(points: list[dict]) -> None:
     several curves; their points get the differing setting (or the curve hash) appended to the
     scorer name, which every report groups by, instead of being merged into one curve.
     """
-    groups: dict[tuple, list[dict]] = {}
-    for p in points:
-        groups.setdefault((p["model"], p["harm_domain"], p["scorer"], p["p"]), []).append(p)
-    for pts in groups.values():
+    for pts in by_curve(points).values():
         hashes = {p["curve_hash"] for p in pts if p["curve_hash"]}  # jobs written before curve_hash: none
         if len(hashes) < 2:
             continue
@@ -145,9 +150,7 @@ def _plot(points: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_h, ax_u) = plt.subplots(1, 2, figsize=(10, 4))
-    groups: dict[tuple, list[dict]] = {}
-    for p in points:
-        groups.setdefault((p["model"], p["harm_domain"], p["scorer"], p["p"]), []).append(p)
+    groups = by_curve(points)
     floor = min((p["sparsity_achieved"] for p in points if p["sparsity_achieved"]), default=1e-6) / 3
     for (model, domain, scorer, p_frac), pts in groups.items():
         xs = [p["sparsity_achieved"] or floor for p in pts]
@@ -190,9 +193,7 @@ def curve_summaries(sweep_dir: Path, points: list[dict], n_resamples: int = 1000
     """
     from harmcore.compression import CurveError, bootstrap_curve
 
-    groups: dict[tuple, list[dict]] = {}
-    for p in points:
-        groups.setdefault((p["model"], p["harm_domain"], p["scorer"], p["p"]), []).append(p)
+    groups = by_curve(points)
     out = []
     for (model, domain, scorer, p_frac), pts in groups.items():
         entry = {"model": model, "harm_domain": domain, "scorer": scorer, "p": p_frac, "n_points": len(pts)}

@@ -66,14 +66,17 @@ def _one_line(text: str, limit: int = 200) -> str:
     return " ".join(str(text).split())[:limit]
 
 
-def check_template(template: str, fields: Sequence[str], origin: str) -> str:
-    """`template` if `template.format(**fields)` fills exactly `fields`; else one HarmcoreError naming `origin`.
+def check_template(template: str, fields: Sequence[str], origin: str, optional: Sequence[str] = ()) -> str:
+    """`template` if it has every one of `fields`, any of `optional` and no other field, and fills in;
+    else one HarmcoreError naming `origin`.
 
     Literal braces must be doubled ("{{" and "}}"): a JSON example such as {"score": 50}
     would otherwise be read as a field and fail only when the template is filled in.
     """
-    expected = set(fields)
+    expected, allowed = set(fields), set(fields) | set(optional)
     wanted = " and ".join(f"{{{f}}}" for f in sorted(expected))
+    if optional:
+        wanted += " (and optionally " + ", ".join(f"{{{f}}}" for f in sorted(set(optional))) + ")"
     brace_fix = (
         f'write every literal brace doubled ({{{{ and }}}}, e.g. {{{{"score": 50}}}}) so that only {wanted} are fields'
     )
@@ -84,10 +87,10 @@ def check_template(template: str, fields: Sequence[str], origin: str) -> str:
     odd = sorted(f for f in found if not f.isidentifier())
     if odd:
         raise HarmcoreError(f"{origin} has literal braces that str.format reads as a field ({odd[0]!r}): {brace_fix}")
-    if found != expected:
+    if not expected <= found <= allowed:
         raise HarmcoreError(f"{origin} has fields {sorted(found)}: use {wanted}")
     try:
-        template.format(**{f: "x" for f in expected})
+        template.format(**{f: "x" for f in allowed})
     except (KeyError, IndexError, ValueError, AttributeError, TypeError) as err:
         raise HarmcoreError(
             f"{origin} cannot be filled in ({type(err).__name__}: {_one_line(err)}): {brace_fix}"
@@ -188,7 +191,7 @@ def score_from_logprobs(top_logprobs: Sequence[tuple[str, float]], min_mass: flo
 
 
 # "no" as a determiner ("no doubt", "no question", "no one") is not an answer
-_YES_NO = re.compile(r"\b(yes|no)\b(?!\s+(?:doubt|question|one|matter|longer)\b)", re.I)
+YES_NO = re.compile(r"\b(yes|no)\b(?!\s+(?:doubt|question|one|matter|longer)\b)", re.I)
 
 
 def parse_yes_no(text: str, first_words: int = 5) -> str | None:
@@ -198,7 +201,7 @@ def parse_yes_no(text: str, first_words: int = 5) -> str | None:
     no doubt" do not.
     """
     head = " ".join((text or "").split()[:first_words])
-    found = {m.group(1).lower() for m in _YES_NO.finditer(head)}
+    found = {m.group(1).lower() for m in YES_NO.finditer(head)}
     return found.pop() if len(found) == 1 else None
 
 
