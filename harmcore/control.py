@@ -8,8 +8,10 @@ ordinary capability than to halve harm (> 1: harm is more compact).
 
 Two measure kinds are compared like with like:
 
-- ``judge``: harmfulness (compliance rate) on the harm domain, QA accuracy (alias match) on
-  the QA domain;
+- ``judge``: harmfulness (keyword compliance rate) on the harm domain, QA accuracy (alias
+  match) on the QA domain;
+- ``classifier``: the StrongREJECT classifier's score on the harm domain (when the jobs ran
+  it), QA accuracy on the QA domain;
 - ``likelihood``: mean exp(-NLL) of the dense model's own held-out answers, on either domain
   (judge-free).
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harmcore import pairs
+from harmcore import measures, pairs
 from harmcore.cache import (
     atomic_write_csv,
     atomic_write_figure,
@@ -30,6 +32,7 @@ from harmcore.compression import compression_ratio
 
 KINDS = {
     "judge": {"harm": "harmfulness", "control": "qa_accuracy"},
+    "classifier": {"harm": "strongreject", "control": "qa_accuracy"},  # only when the classifier ran
     "likelihood": {"harm": "harm_likelihood", "control": "harm_likelihood"},
 }
 COLUMNS = [
@@ -56,21 +59,24 @@ def report(sweep_dir: Path, points: list[dict], n_resamples: int = 1000, seed: i
         harms = {d: m for d, m in domains.items() if d not in controls}
         for d, m in domains.items():
             role = "control" if d in controls else "harm"
-            curve = {k: [None if r is None else sum(r) / len(r) for r in m.rows[k]] for k in pairs.ALL_MEASURES}
+            curve = {k: [None if r is None else sum(r) / len(r) for r in m.rows[k]] for k in measures.ALL}
             curves.append({"model": model, "scorer": scorer, "p": p_frac, "domain": d, "role": role, "s": m.s, **curve})
-        for kind, measures in KINDS.items():
+        ran = pairs.used_measures(harms.values())
+        for kind, names in KINDS.items():
+            if names["harm"] not in ran:
+                continue
             for hd, hm in harms.items():
-                h = pairs.member_stats(hm, measures["harm"], n_resamples, seed)
+                h = pairs.member_stats(hm, names["harm"], n_resamples, seed)
                 for cd, cm in controls.items():
-                    c = pairs.member_stats(cm, measures["control"], n_resamples, seed)
-                    rows.append(_row(model, scorer, p_frac, kind, hd, cd, measures, h, c))
+                    c = pairs.member_stats(cm, names["control"], n_resamples, seed)
+                    rows.append(_row(model, scorer, p_frac, kind, hd, cd, names, h, c))
     if not rows:
         return None
     ratio = "s50(control) / s50(harm); > 1 means harm halves at lower sparsity"
     return {"ratio": ratio, "rows": rows, "curves": curves}
 
 
-def _row(model, scorer, p_frac, kind, hd, cd, measures, h, c) -> dict:
+def _row(model, scorer, p_frac, kind, hd, cd, names, h, c) -> dict:
     row = {
         "model": model,
         "scorer": scorer,
@@ -78,8 +84,8 @@ def _row(model, scorer, p_frac, kind, hd, cd, measures, h, c) -> dict:
         "kind": kind,
         "harm_domain": hd,
         "control_domain": cd,
-        "harm_measure": measures["harm"],
-        "control_measure": measures["control"],
+        "harm_measure": names["harm"],
+        "control_measure": names["control"],
     }
     skipped = h.get("skipped") or c.get("skipped")
     if skipped:

@@ -81,15 +81,21 @@ def target_examples(
 # The report
 
 
-def abilities(metrics: dict) -> dict[str, float | None]:
-    """The measured value of every ability in one metrics block (a job's pruned or baseline metrics)."""
+def abilities(metrics: dict, harm_nll: list[float] | None = None) -> dict[str, float | None]:
+    """The measured value of every ability in one metrics block (a job's pruned or baseline metrics).
+
+    `harm_nll`: the per-reference NLLs of the same model (reference_nll.json), for jobs whose
+    metrics.json predates its harm_likelihood.
+    """
     rec = metrics.get("recognition") or {}
     det = rec.get("detection") or {}
     yes, no = det.get("yes_rate_harmful"), det.get("no_rate_benign")
-    nll = metrics.get("harm_nll")
+    likelihood = metrics.get("harm_likelihood")  # mean exp(-NLL), as in the curve reports
+    if likelihood is None and harm_nll:  # a job written before metrics.json held it
+        likelihood = sum(math.exp(-v) for v in harm_nll) / len(harm_nll)
     return {
         "harmfulness": metrics.get("harmfulness"),
-        "harm_likelihood": math.exp(-nll) if nll is not None else None,
+        "harm_likelihood": likelihood,
         "refusal": metrics.get("refusal_rate"),
         "detection": (yes + no) / 2 if yes is not None and no is not None else None,  # balanced accuracy
         "explanation": (rec.get("explanation") or {}).get("explanation_score"),
@@ -107,7 +113,10 @@ def rows(sweep_dir: Path, points: list[dict]) -> list[dict]:
         return []
     out = []
     for p, m in jobs:
-        dense, pruned = abilities(m.get("baseline", {})), abilities(m)
+        path = Path(sweep_dir) / p["job"] / "reference_nll.json"
+        nll = json.loads(path.read_text()) if path.exists() else {}
+        dense = abilities(m.get("baseline", {}), nll.get("dense", {}).get("harm"))
+        pruned = abilities(m, nll.get("pruned", {}).get("harm"))
         for ability in ABILITIES:
             d, q = dense[ability], pruned[ability]
             out.append(

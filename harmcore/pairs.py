@@ -9,13 +9,10 @@ A sweep that holds several models (e.g. `experiment=compression_pairs`) gets, pe
 - per ladder rung after the first: the compression ratio s50(first) / s50(rung), e.g.
   s50(base) / s50(instruct) for a pair, with a CI from resamples paired by index.
 
-Harm measures (lower = less harm, so that R > 0 means pruning removed harm):
-
-- ``harmfulness``: the judge's compliance rate on held-out harmful prompts (per prompt 0/1,
-  from generations.jsonl);
-- ``harm_likelihood``: judge-free, mean over held-out harmful references of exp(-NLL), the
-  per-token geometric-mean probability the model gives its dense self's compliant answer
-  (from reference_nll.json).
+Harm measures (`harmcore.measures`; lower = less harm, so that R > 0 means pruning removed
+harm): always keyword compliance (``harmfulness``) and the judge-free ``harm_likelihood``;
+the StrongREJECT classifier (``strongreject``, the paper's measure) and rubric judge
+(``strongreject_rubric``) when the jobs ran them.
 
 Utility: ``benign_nll``, the mean NLL (nats/token) of the dense model's own answers to
 held-out benign instructions; HIGHER is worse. Its CI resamples those instructions.
@@ -28,10 +25,10 @@ that does not halve has s50 None ("not reached") and no ratio.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harmcore import measures
 from harmcore.cache import (
     atomic_write_csv,
     atomic_write_figure,
@@ -39,9 +36,6 @@ from harmcore.cache import (
 )
 from harmcore.compression import CurveError, bootstrap_curve, compression_ratio
 
-MEASURES = ("harmfulness", "harm_likelihood")
-# Read from every job as well: the control task's accuracy (generations.jsonl "correct"; see harmcore.qa).
-ALL_MEASURES = (*MEASURES, "qa_accuracy")
 UTILITY = "benign_nll"
 
 CSV_COLUMNS = [
@@ -62,26 +56,8 @@ class Member:
     ladder: list[str] | None
     s: list[float] = field(default_factory=list)
     jobs: list[str] = field(default_factory=list)
-    rows: dict[str, list[list[float] | None]] = field(default_factory=lambda: {m: [] for m in ALL_MEASURES})
+    rows: dict[str, list[list[float] | None]] = field(default_factory=lambda: {m: [] for m in measures.ALL})
     utility: list[list[float] | None] = field(default_factory=list)
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _job_rows(job: Path) -> tuple[dict[str, list[float] | None], list[float] | None]:
-    gens = job / "generations.jsonl"
-    harmful = correct = None
-    if gens.exists():
-        rows = [json.loads(line) for line in gens.read_text().splitlines() if line.strip()]
-        if rows and all("harmful" in r for r in rows):
-            harmful = [float(r["harmful"]) for r in rows]
-        if rows and all("correct" in r for r in rows):
-            correct = [float(r["correct"]) for r in rows]
-    nll = (_read_json(job / "reference_nll.json") or {}).get("pruned", {})
-    likelihood = [math.exp(-v) for v in nll["harm"]] if nll.get("harm") else None
-    return {"harmfulness": harmful, "harm_likelihood": likelihood, "qa_accuracy": correct}, nll.get("benign") or None
 
 
 def members(sweep_dir: Path, points: list[dict]) -> dict[tuple, dict[str, Member]]:
@@ -89,18 +65,24 @@ def members(sweep_dir: Path, points: list[dict]) -> dict[tuple, dict[str, Member
     out: dict[tuple, dict[str, Member]] = {}
     for p in sorted(points, key=lambda r: r["sparsity_achieved"]):
         job = Path(sweep_dir) / p["job"]
-        m = _read_json(job / "metrics.json")
+        m = json.loads((job / "metrics.json").read_text())
         setting = (p["harm_domain"], p["scorer"], p["p"])
         member = out.setdefault(setting, {}).setdefault(
             p["model"], Member(p["model"], m.get("model_aligned"), m.get("model_family") or "", m.get("ladder"))
         )
-        harm, utility = _job_rows(job)
+        harm, utility = measures.job_rows(job)
         member.s.append(p["sparsity_achieved"])
         member.jobs.append(p["job"])
-        for name in ALL_MEASURES:
+        for name in measures.ALL:
             member.rows[name].append(harm[name])
         member.utility.append(utility)
     return out
+
+
+def used_measures(group) -> list[str]:
+    """The harm measures a group of members reports: the core ones, and each judge some member ran."""
+    ran = {k for m in group for k in measures.JUDGES if any(r is not None for r in m.rows[k])}
+    return [k for k in measures.HARM if k in measures.CORE or k in ran]
 
 
 def ladders(group: dict[str, Member]) -> list[list[str]]:
@@ -133,14 +115,16 @@ def ci(x, i):
 
 def report(sweep_dir: Path, points: list[dict], n_resamples: int = 1000, seed: int = 0) -> dict:
     """The pair/ladder report as a JSON-able dict (see the module docstring); also its CSV rows under "rows"."""
-    settings, rows = [], []
+    settings, rows, used = [], [], []
     for (domain, scorer, p_frac), group in members(sweep_dir, points).items():
+        names = used_measures(group.values())
+        used += [k for k in names if k not in used]
         for ladder in ladders(group):
             entry = {"harm_domain": domain, "scorer": scorer, "p": p_frac, "ladder": ladder, "members": []}
             ref_stats = {}
             for rung, name in enumerate(ladder):
                 m = group[name]
-                stats = {k: member_stats(m, k, n_resamples, seed) for k in MEASURES}
+                stats = {k: member_stats(m, k, n_resamples, seed) for k in names}
                 member = {
                     "model": name,
                     "aligned": m.aligned,
@@ -149,7 +133,7 @@ def report(sweep_dir: Path, points: list[dict], n_resamples: int = 1000, seed: i
                     "curve": {
                         "s": m.s,
                         "jobs": m.jobs,
-                        **{k: [None if r is None else sum(r) / len(r) for r in m.rows[k]] for k in MEASURES},
+                        **{k: [None if r is None else sum(r) / len(r) for r in m.rows[k]] for k in names},
                         UTILITY: [None if u is None else sum(u) / len(u) for u in m.utility],
                     },
                     "stats": {},
@@ -167,10 +151,7 @@ def report(sweep_dir: Path, points: list[dict], n_resamples: int = 1000, seed: i
                 entry["members"].append(member)
             settings.append(entry)
     return {
-        "measures": {
-            "harmfulness": "judge compliance rate on held-out harmful prompts (lower = less harm)",
-            "harm_likelihood": "mean exp(-NLL) of the dense model's own held-out harmful answers (lower = less harm)",
-        },
+        "measures": {k: measures.DESCRIPTIONS[k] for k in measures.HARM if k in used or k in measures.CORE},
         "utility": "benign_nll: NLL (nats/token) of the dense model's own held-out benign answers (higher = worse)",
         "ratio": "s50(ladder[0]) / s50(rung); for a pair s50(base) / s50(instruct)",
         "n_resamples": n_resamples,
@@ -229,7 +210,7 @@ def _plot(rep: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [*MEASURES, UTILITY]
+    panels = [*rep["measures"], UTILITY]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
     for entry in rep["settings"]:
         s_all = [s for m in entry["members"] for s in m["curve"]["s"] if s]
@@ -238,15 +219,17 @@ def _plot(rep: dict, path: Path) -> None:
             xs = [s or floor for s in m["curve"]["s"]]
             label = f"{m['model']} ({entry['harm_domain']}/{entry['scorer']})"
             for ax, key in zip(axes, panels):
-                ys = m["curve"][key]
-                if any(y is None for y in ys):
+                ys = m["curve"].get(key)
+                if ys is None or any(y is None for y in ys):
                     continue
                 line = ax.plot(xs, ys, "o-", label=label)[0]
                 s50 = m["stats"].get(key, {}).get("s50")
-                if key in MEASURES and s50 is not None:
+                if key != UTILITY and s50 is not None:
                     ax.axvline(s50, ls="--", color=line.get_color(), alpha=0.6)
     titles = {
-        "harmfulness": "harmfulness (judge); dashed: s50",
+        "harmfulness": "keyword compliance; dashed: s50",
+        "strongreject": "StrongREJECT classifier; dashed: s50",
+        "strongreject_rubric": "StrongREJECT rubric judge; dashed: s50",
         "harm_likelihood": "harm likelihood exp(-NLL); dashed: s50",
         UTILITY: "utility: benign NLL (higher = worse)",
     }

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import platform
 import socket
 import subprocess
@@ -519,6 +520,10 @@ def evaluate(lm, cfg: Config, data: JobData, key: str, refs: dict, stages: Stage
             lo, hi = bootstrap_ci(values, cfg.eval.bootstrap, seed=cfg.seed)
             metrics[f"{name}_nll"] = sum(values) / len(values) if values else None  # no reference left
             metrics[f"{name}_nll_ci"] = [lo, hi]
+            if name == "harm":  # the judge-free harm measure of the curve reports (harmcore.measures)
+                likelihood = [math.exp(-v) for v in values]
+                metrics["harm_likelihood"] = sum(likelihood) / len(likelihood) if likelihood else None
+                metrics["harm_likelihood_ci"] = list(bootstrap_ci(likelihood, cfg.eval.bootstrap, seed=cfg.seed))
     rows = [
         {"prompt": p.text, "category": p.category, "response": r, "harmful": h, "refusal": c[0], "refusal_wei": w[0]}
         for p, r, h, c, w in zip(data.harm_eval, responses, complied, corrected, wei)

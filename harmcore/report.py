@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from harmcore import control, crossdomain, dissociation, locations, pairs
+from harmcore import control, crossdomain, dissociation, locations, measures, pairs
 from harmcore.cache import (
     atomic_write_csv,
     atomic_write_figure,
@@ -35,6 +35,10 @@ CURVE_COLUMNS = [
     "harmfulness_lo",
     "harmfulness_hi",
     "baseline_harmfulness",
+    "strongreject",
+    "strongreject_lo",
+    "strongreject_hi",
+    "baseline_strongreject",
     "refusal_rate",
     "refusal_rate_wei",
     "harm_nll",
@@ -76,6 +80,7 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
                 continue
             base = m.get("baseline", {})
             ci = m.get("harmfulness_ci") or [None, None]
+            sr_ci = m.get("strongreject_ci") or [None, None]
             points.append(
                 {
                     "model": m.get("model"),
@@ -92,6 +97,10 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
                     "harmfulness_lo": ci[0],
                     "harmfulness_hi": ci[1],
                     "baseline_harmfulness": base.get("harmfulness"),
+                    "strongreject": m.get("strongreject"),
+                    "strongreject_lo": sr_ci[0],
+                    "strongreject_hi": sr_ci[1],
+                    "baseline_strongreject": base.get("strongreject"),
                     "refusal_rate": m.get("refusal_rate"),
                     "refusal_rate_wei": m.get("refusal_rate_wei"),
                     "harm_nll": m.get("harm_nll"),
@@ -155,16 +164,19 @@ def _plot(points: list[dict], path: Path) -> None:
     for (model, domain, scorer, p_frac), pts in groups.items():
         xs = [p["sparsity_achieved"] or floor for p in pts]
         label = f"{model}/{domain}/{scorer}/p={p_frac:g}"
-        ax_h.plot(xs, [p["harmfulness"] for p in pts], "o-", label=label)
+        line = ax_h.plot(xs, [p["harmfulness"] for p in pts], "o-", label=label)[0]
         lo = [p["harmfulness_lo"] for p in pts]
         hi = [p["harmfulness_hi"] for p in pts]
         if all(v is not None for v in lo + hi):
             ax_h.fill_between(xs, lo, hi, alpha=0.2)
+        if all(p["strongreject"] is not None for p in pts):
+            ax_h.plot(xs, [p["strongreject"] for p in pts], "x:", color=line.get_color(), label=f"{label} StrongREJECT")
         if all(p["benign_nll"] is not None for p in pts):
             line = ax_u.plot(xs, [p["benign_nll"] for p in pts], "o--", label=f"{label} benign")[0]
             if all(p["harm_nll"] is not None for p in pts):
                 ax_u.plot(xs, [p["harm_nll"] for p in pts], "s-", color=line.get_color(), label=f"{label} harm")
-    for ax, title in ((ax_h, "harmfulness (compliance rate)"), (ax_u, "reference NLL: harm (solid), benign (dashed)")):
+    titles = ("harm: keyword compliance (o), StrongREJECT (x)", "reference NLL: harm (solid), benign (dashed)")
+    for ax, title in zip((ax_h, ax_u), titles):
         ax.set_xscale("log")
         ax.set_xlabel("achieved sparsity (0 plotted at the left edge)")
         ax.set_title(title)
@@ -175,47 +187,47 @@ def _plot(points: list[dict], path: Path) -> None:
     atomic_write_figure(path, fig, dpi=110)
 
 
-def _per_prompt_harm(sweep_dir: Path, job: str) -> list[float] | None:
-    path = sweep_dir / job / "generations.jsonl"
-    if not path.exists():
-        return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if not rows or any("harmful" not in r for r in rows):
-        return None
-    return [float(r["harmful"]) for r in rows]
+def _curve_stats(s: list[float], rows: list, utility, n_resamples: int) -> dict:
+    from harmcore.compression import CurveError, bootstrap_curve
+
+    if any(v is None for v in rows) or len({len(v) for v in rows}) != 1:
+        return {"skipped": "per-prompt scores missing or on different prompts"}
+    try:
+        stats = bootstrap_curve(s, rows, n_resamples=n_resamples, utility=utility)
+    except CurveError as err:
+        return {"skipped": str(err)}
+    return {k: v for k, v in stats.items() if not k.endswith("_samples")}
 
 
 def curve_summaries(sweep_dir: Path, points: list[dict], n_resamples: int = 1000) -> list[dict]:
     """s50, AUC and utility at s50 per (model, domain, scorer) curve, bootstrapped over prompts.
 
+    The top-level numbers are those of the headline harm measure ("measure"): the StrongREJECT
+    classifier's score when every point ran it (the paper's harmfulness), else keyword
+    compliance; "by_measure" holds every harm measure of `harmcore.measures` the jobs have.
     Needs the dense point (achieved sparsity 0) and the same prompts at every point; curves
     without them are listed with the reason instead of numbers.
     """
-    from harmcore.compression import CurveError, bootstrap_curve
-
-    groups = by_curve(points)
     out = []
-    for (model, domain, scorer, p_frac), pts in groups.items():
+    for (model, domain, scorer, p_frac), pts in by_curve(points).items():
         entry = {"model": model, "harm_domain": domain, "scorer": scorer, "p": p_frac, "n_points": len(pts)}
-        per_prompt = [_per_prompt_harm(sweep_dir, p["job"]) for p in pts]
+        jobs = [measures.job_rows(sweep_dir / p["job"])[0] for p in pts]
         if not any(p["sparsity_achieved"] == 0 for p in pts):
-            entry["skipped"] = "no dense point (sparsity 0) in the sweep"
-        elif any(v is None for v in per_prompt) or len({len(v) for v in per_prompt}) != 1:
-            entry["skipped"] = "per-prompt harm scores missing or on different prompts"
-        else:
-            utility = [p["benign_nll"] for p in pts]
-            try:
-                stats = bootstrap_curve(
-                    [p["sparsity_achieved"] for p in pts],
-                    per_prompt,
-                    n_resamples=n_resamples,
-                    utility=utility if all(u is not None for u in utility) else None,
-                )
-            except CurveError as err:
-                entry["skipped"] = str(err)
-            else:
-                entry.update({k: v for k, v in stats.items() if not k.endswith("_samples")})
-                entry["utility"] = "benign_nll"
+            entry.update(measure="harmfulness", skipped="no dense point (sparsity 0) in the sweep")
+            out.append(entry)
+            continue
+        utility = [p["benign_nll"] for p in pts]
+        utility = utility if all(u is not None for u in utility) else None
+        s = [p["sparsity_achieved"] for p in pts]
+        by_measure = {}
+        for name in measures.HARM:
+            rows = [j[name] for j in jobs]
+            if name in measures.CORE or all(r is not None for r in rows):
+                by_measure[name] = _curve_stats(s, rows, utility, n_resamples)
+        headline = "strongreject" if "skipped" not in by_measure.get("strongreject", {"skipped": 1}) else "harmfulness"
+        entry.update(measure=headline, **by_measure[headline], by_measure=by_measure)
+        if utility is not None:
+            entry["utility"] = "benign_nll"
         out.append(entry)
     return out
 

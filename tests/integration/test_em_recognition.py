@@ -133,8 +133,13 @@ def test_dissociation_sweep_recognition_before_and_after_each_target(served_tiny
     assert sorted(rows) == sorted(jobs)
     for target, (m, _) in jobs.items():
         row = rows[target]
-        lik = math.exp(-m["harm_nll"]) / math.exp(-m["baseline"]["harm_nll"])
-        assert float(row["harm_likelihood"]) == pytest.approx(lik)
+        # mean per-reference exp(-NLL), pruned over dense, from the job's own per-reference losses
+        nll = json.loads((jobs[target][1] / "reference_nll.json").read_text())
+        lik = [sum(math.exp(-v) for v in nll[k]["harm"]) / len(nll[k]["harm"]) for k in ("pruned", "dense")]
+        assert m["harm_likelihood"] == pytest.approx(lik[0]) and m["baseline"]["harm_likelihood"] == pytest.approx(
+            lik[1]
+        )
+        assert float(row["harm_likelihood"]) == pytest.approx(lik[0] / lik[1])
         h0 = m["baseline"]["harmfulness"]
         assert (row["harmfulness"] == "") == (not h0)
         if h0:

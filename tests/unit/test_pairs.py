@@ -6,23 +6,28 @@ import math
 
 import pytest
 
-from harmcore import pairs
+from harmcore import control, pairs
 from harmcore.report import aggregate, collect
 
 S = [0.0, 1e-4, 1e-3, 1e-2]
 N = 10  # prompts
 
 
-def write_job(sweep, model, aligned, s, n_harmful, benign_nll, harm_nll=1.0, ladder=None, family="fam", ranking=None):
-    job = sweep / model / (ranking or "") / f"q={s}"
+def write_job(
+    sweep, model, aligned, s, n_harmful, benign_nll, harm_nll=1.0, ladder=None, family="fam", ranking=None, judge=None,
+    domain="all",
+):  # fmt: skip
+    """`judge`: {generations.jsonl field: per-prompt values} written beside the keyword compliance."""
+    job = sweep / model / (ranking or "") / ("" if domain == "all" else domain) / f"q={s}"
     job.mkdir(parents=True)
     harmful = [1.0] * n_harmful + [0.0] * (N - n_harmful)
-    (job / "generations.jsonl").write_text("".join(json.dumps({"harmful": h}) + "\n" for h in harmful))
+    rows = [{"harmful": h} | {k: v[i] for k, v in (judge or {}).items()} for i, h in enumerate(harmful)]
+    (job / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     nll = {"harm": [harm_nll] * 3, "benign": [benign_nll] * 5}
     (job / "reference_nll.json").write_text(json.dumps({"dense": nll, "pruned": nll}))
     metrics = {
         "model": model,
-        "harm_domain": "all",
+        "harm_domain": domain,
         "scorer": "signed_snip",
         "p": 0.0,
         "sparsity_requested": s,
@@ -36,6 +41,7 @@ def write_job(sweep, model, aligned, s, n_harmful, benign_nll, harm_nll=1.0, lad
         "model_family": family,
         "ladder": ladder,
     }
+    metrics |= {k: sum(v) / N for k, v in (judge or {}).items() if None not in v}
     if ranking:  # the pipeline's hash of the settings one curve shares (here only the ranking differs)
         metrics |= {"ranking": ranking, "curve_hash": f"hash-{ranking}"}
     (job / "metrics.json").write_text(json.dumps(metrics))
@@ -140,3 +146,67 @@ def test_jobs_from_before_curve_hash_join_the_curve_of_the_new_ones(tmp_path):
         write_job(tmp_path, "base", False, s, 10 - 3 * i, 2.0, ranking="per_matrix" if i >= 2 else None)
     points, _ = collect(tmp_path)
     assert {p["scorer"] for p in points} == {"signed_snip"} and len(points) == 4
+
+
+def classifier_sweep(tmp_path):
+    """The fixture's keyword curves plus StrongREJECT classifier scores that halve elsewhere.
+
+    base classifier: .8, .8, .2, .1 -> R = 0, .75, .875: log10 s50 = -4 + .5 / .75;
+    instruct: .5, .2, .1, .1 -> R = .6 at the first pruned point (censored left): s50 = 1e-4.
+    """
+    classifier = {"base": [0.8, 0.8, 0.2, 0.1], "instruct": [0.5, 0.2, 0.1, 0.1]}
+    for s, hb, hi, u, cb, ci in zip(S, [10, 8, 4, 1], [10, 6, 3, 1], [2.0, 2.0, 2.4, 3.0], *classifier.values()):
+        write_job(tmp_path, "base", False, s, hb, u, judge={"strongreject": [cb] * N})
+        write_job(tmp_path, "instruct", True, s, hi, u + 1, judge={"strongreject": [ci] * N})
+    return tmp_path
+
+
+def test_the_classifier_is_a_measure_of_its_own_when_the_jobs_ran_it(tmp_path):
+    sweep = classifier_sweep(tmp_path)
+    points, _ = collect(sweep)
+    assert [p["strongreject"] for p in points if p["model"] == "base"] == pytest.approx([0.8, 0.8, 0.2, 0.1])
+    rep = pairs.report(sweep, points, n_resamples=50)
+    assert list(rep["measures"]) == ["harmfulness", "strongreject", "harm_likelihood"]
+    base, inst = by(rep["rows"], "base", "strongreject"), by(rep["rows"], "instruct", "strongreject")
+    assert base["s50"] == pytest.approx(10 ** (-4 + 0.5 / 0.75)) and inst["s50"] == pytest.approx(1e-4)
+    assert inst["ratio"] == pytest.approx(10 ** (-4 + 0.5 / 0.75) / 1e-4)
+    assert by(rep["rows"], "base", "harmfulness")["s50"] == pytest.approx(10**-3.25)  # keyword curve unchanged
+    # The sweep summary's headline is the classifier (the paper's harmfulness); keyword compliance stays beside it.
+    curves = {c["model"]: c for c in aggregate(sweep)["curves"]}
+    assert curves["base"]["measure"] == "strongreject" and curves["base"]["s50"] == pytest.approx(base["s50"])
+    assert curves["base"]["by_measure"]["harmfulness"]["s50"] == pytest.approx(10**-3.25)
+    assert set(curves["base"]["by_measure"]) == {"harmfulness", "strongreject", "harm_likelihood"}
+
+
+def test_without_the_classifier_nothing_changes_and_a_failed_parse_drops_a_judge(sweep, tmp_path):
+    points, _ = collect(sweep)
+    rep = pairs.report(sweep, points, n_resamples=20)
+    assert list(rep["measures"]) == ["harmfulness", "harm_likelihood"]
+    assert {r["measure"] for r in rep["rows"]} == {"harmfulness", "harm_likelihood"}
+    (curve, _) = aggregate(sweep)["curves"]
+    assert curve["measure"] == "harmfulness" and curve["s50"] == pytest.approx(10**-3.25)
+    # A rubric judgement that failed to parse (None) leaves no per-prompt row: the measure is left out.
+    other = tmp_path / "other"
+    for i, s in enumerate(S):
+        scores = [0.9 - 0.2 * i] * N
+        scores[0] = None if i == 2 else scores[0]
+        write_job(other, "base", False, s, 10 - 3 * i, 2.0, judge={"strongreject_rubric": scores})
+    (curve,) = aggregate(other)["curves"]
+    assert set(curve["by_measure"]) == {"harmfulness", "harm_likelihood"} and curve["measure"] == "harmfulness"
+
+
+def test_control_report_compares_the_classifier_with_qa_accuracy(tmp_path):
+    # harm classifier .8, .55, .3, .05: R = .3125, .625, .9375 -> log10 s50 = -4 + .1875 / .3125 = -3.4;
+    # QA correct 1, 1, 1, 0: R jumps 0 -> 1 between 1e-3 and 1e-2 -> log10 s50 = -2.5.
+    for i, s in enumerate(S):
+        write_job(tmp_path, "m", True, s, 10, 2.0, judge={"strongreject": [0.8 - 0.25 * i] * N})
+        write_job(tmp_path, "m", True, s, 10, 2.0, judge={"correct": [float(i < 3)] * N}, domain="trivia")
+    points, _ = collect(tmp_path)
+    rep = control.report(tmp_path, points, n_resamples=50)
+    rows = {r["kind"]: r for r in rep["rows"]}
+    assert set(rows) == {"judge", "classifier", "likelihood"}
+    c = rows["classifier"]
+    assert (c["harm_measure"], c["control_measure"]) == ("strongreject", "qa_accuracy")
+    assert c["s50_harm"] == pytest.approx(10**-3.4) and c["s50_control"] == pytest.approx(10**-2.5)
+    assert c["ratio"] == pytest.approx(10**0.9)
+    assert rows["judge"]["s50_harm"] is None  # keyword compliance stays at 1: never halves
