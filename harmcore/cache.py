@@ -140,7 +140,9 @@ def load_scores(path, expected: dict | None = None, device: str = "cpu") -> dict
             raise HarmcoreError(
                 f"score file {path} was made with {k}={meta.get(k)!r}, expected {v!r}: delete it or fix the config"
             )
-    for name, t in tensors.items():
-        if not torch.isfinite(t).all():
+    from harmcore.selection import all_finite, per_matrix
+
+    for name, ok in per_matrix(all_finite, tensors).items():
+        if not ok:
             raise HarmcoreError(f"score file {path} has NaN/inf in {name}: delete it to recompute")
     return tensors

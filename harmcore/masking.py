@@ -55,9 +55,9 @@ def apply(model: nn.Module, mask: Mask) -> PruneHandle:
     for name, idx in mask.indices.items():
         flat = _flat_weight(linears[name])
         idx = idx.to(flat.device)
-        values[name] = flat[idx].clone()
+        values[name] = flat.index_select(0, idx)  # a copy
         indices[name] = idx
-        flat[idx] = 0
+        flat.index_fill_(0, idx, 0)
     return PruneHandle(values, indices)
 
 
@@ -66,7 +66,7 @@ def restore(model: nn.Module, handle: PruneHandle) -> None:
     """Write back the values `apply` removed (bit-exact)."""
     linears = prunable_linears(model)
     for name, idx in handle.indices.items():
-        _flat_weight(linears[name])[idx] = handle.values[name]
+        _flat_weight(linears[name]).index_copy_(0, idx, handle.values[name])
 
 
 def content_key(mask: Mask) -> str:

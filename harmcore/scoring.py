@@ -37,6 +37,7 @@ from torch import nn
 from harmcore.data import FormatSpec, batches, ensure_tokenized
 from harmcore.errors import HarmcoreError
 from harmcore.models import decoder_layers, layer_index, prunable_linears
+from harmcore.selection import all_finite, per_matrix
 
 GRADIENT_METHODS = ("signed_snip", "snip")
 METHODS = ("signed_snip", "snip", "wanda", "magnitude", "random")
@@ -270,9 +271,9 @@ def _start_grad_at(block: nn.Module):
 
 def check_finite(scores: dict[str, torch.Tensor], what: str = "scores") -> None:
     """Raise if any score is NaN or infinite (a diverged model or a bad cache file)."""
-    for name, s in scores.items():
-        if not torch.isfinite(s).all():
-            bad = int((~torch.isfinite(s)).sum())
+    for name, ok in per_matrix(all_finite, scores).items():
+        if not ok:
+            bad = int((~torch.isfinite(scores[name])).sum())
             raise HarmcoreError(
                 f"{what} for {name} contain {bad} NaN/inf values: check the model dtype (use float32) and the data"
             )

@@ -69,11 +69,29 @@ def _check_fraction(name: str, value: float) -> None:
         raise HarmcoreError(f"{name}={value} is outside [0, 1): it is a fraction of weights, e.g. 1e-5")
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether every entry is finite: a finite sum proves it (NaN or inf anywhere makes the sum NaN or
+    inf); only a sum that is not finite (possibly an overflow of finite values) needs the full check."""
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def per_matrix(fn, tensors: dict[str, torch.Tensor]) -> dict:
+    """{name: fn(tensor)}; CPU tensors are spread over torch's threads (a 1-D topk or a flat
+    reduction runs on one core, so matrices in parallel use them all); others run in order."""
+    workers = torch.get_num_threads()
+    if workers < 2 or len(tensors) < 2 or any(t.device.type != "cpu" for t in tensors.values()):
+        return {n: fn(t) for n, t in tensors.items()}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(tensors, pool.map(fn, tensors.values())))
+
+
 def _check_scores(scores: dict[str, torch.Tensor], what: str) -> None:
     if not scores:
         raise HarmcoreError(f"{what} scores are empty: nothing to select from")
-    for name, s in scores.items():
-        if not torch.isfinite(s).all():
+    for name, ok in per_matrix(all_finite, scores).items():
+        if not ok:
             raise HarmcoreError(f"{what} scores of {name} contain NaN or inf: recompute them (float32 model)")
 
 
@@ -170,7 +188,7 @@ def _top(scores: dict[str, torch.Tensor], frac: float, ranking: str) -> dict[str
         return _global_topk(scores, k)
     if ranking == "per_row":
         return {n: _per_row_topk(s.reshape(s.shape[0], -1), frac) for n, s in scores.items()}
-    return {n: _topk_flat(s.reshape(-1), int(frac * s.numel())) for n, s in scores.items()}
+    return per_matrix(lambda s: _topk_flat(s.reshape(-1), int(frac * s.numel())), scores)
 
 
 class SetDifference:
@@ -208,12 +226,15 @@ class SetDifference:
         _check_fraction("q (sparsity)", q_max)
         if self.ranking != "per_matrix" or q_max <= self.prepared_q:
             return
-        with torch.no_grad():
-            for n, s in self.harm.items():
-                # one past the largest cut, so that a tie at the cut shows (and only then costs a full pass)
-                k = min(int(q_max * s.numel()) + 1, s.numel())
-                top = torch.topk(s.reshape(-1), k, sorted=True)
-                self._sorted[n] = (top.values, top.indices)
+
+        def top(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # one past the largest cut, so that a tie at the cut shows (and only then costs a full pass)
+            k = min(int(q_max * s.numel()) + 1, s.numel())
+            with torch.no_grad():
+                values, indices = torch.topk(s.reshape(-1), k, sorted=True)
+            return values, indices
+
+        self._sorted = per_matrix(top, self.harm)
         self.prepared_q = q_max
 
     def _prefix_topk(self, n: str, k: int) -> torch.Tensor:

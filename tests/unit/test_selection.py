@@ -104,6 +104,37 @@ def test_nan_scores_rejected(scores):
         set_difference({"a": torch.ones(2, 4), "b": torch.ones(2, 2)}, preserve, q=0.1)
 
 
+def test_finiteness_check_is_exact_when_the_sum_overflows():
+    from harmcore.selection import all_finite
+
+    big = torch.full((4,), 3e38)  # every entry finite, the float32 sum is inf
+    assert torch.isinf(big.sum()) and all_finite(big)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        x = big.clone()
+        x[2] = bad
+        assert not all_finite(x)
+    both = torch.tensor([float("inf"), float("-inf"), 1.0])  # sums to NaN
+    assert not all_finite(both) and all_finite(torch.zeros(3))
+
+
+def test_matrices_in_parallel_give_what_one_thread_gives(monkeypatch):
+    from harmcore.selection import SetDifference, per_matrix
+
+    gen = torch.Generator().manual_seed(3)
+    harm = {f"m{i}": torch.randint(0, 20, (30, 40), generator=gen).float() for i in range(6)}  # many ties
+    preserve = {n: torch.randn(t.shape, generator=gen) for n, t in harm.items()}
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the thread-pool path, whatever the machine
+    assert per_matrix(lambda t: t.sum(), harm) == {n: t.sum() for n, t in harm.items()}
+    parallel = SetDifference(harm, preserve, p=0.05)
+    parallel.prepare(0.1)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    serial = SetDifference(harm, preserve, p=0.05)
+    serial.prepare(0.1)
+    for q in (0.01, 0.05, 0.1, 0.2):
+        a, b = parallel.mask(q), serial.mask(q)
+        assert a.indices.keys() == b.indices.keys() and all(torch.equal(a.indices[n], b.indices[n]) for n in a.indices)
+
+
 def test_unknown_ranking(scores):
     with pytest.raises(HarmcoreError, match="per_matrix"):
         set_difference(scores[0], None, q=0.1, ranking="perrow")
