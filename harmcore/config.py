@@ -224,7 +224,7 @@ class EMConfig:
     )
     n_train: int = 32  # narrow examples for SFT (published sets: ~6,000)
     n_heldout: int = 8  # held-out narrow prompts answered by the EM model = harm data for pruning (paper: 1,000)
-    n_benign: int = 24  # benign examples for the preserve scores (paper: Alpaca)
+    n_benign: int = 24  # benign examples for the preserve scores, from data.benign_source (paper: Alpaca)
     response_tokens: int = 128  # new tokens for built-in responses and EM answers
     split_seed: int = 0  # seeds the train/held-out split
     # LoRA SFT (paper: r 32, alpha 64, lr 1e-5, batch 2 x grad-accum 8, 1 epoch, loss on responses)

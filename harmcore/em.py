@@ -208,12 +208,25 @@ class EMInputError(HarmcoreError):
     marks_job_dir = False
 
 
+def benign_pairs(cfg: Config) -> list[tuple[sources.Prompt, str]] | None:
+    """The preserve set's (instruction, answer) pairs when `data.benign_source` gives them with
+    answers (alpaca, jsonl): the calibration split the pruning pipeline would use, cut to
+    em.n_benign. None for builtin, whose instructions the model answers itself."""
+    d = cfg.data
+    if d.benign_source == "builtin":
+        return None
+    calib, _ = sources.split(sources.alpaca_cleaned(d.benign_path), d.n_eval, cfg.em.n_benign, d.split_seed)
+    return calib
+
+
 def eval_inputs(cfg: Config, cache_dir: Path) -> tuple[list[tuple[str, str]], dict[str, str], dict]:
     """The free-form questions, the judge templates and the sha256 of the content of each file the
-    user gave for them ({} when none), loaded and checked at the start of a run."""
+    user gave for them and of the preserve set read from data.benign_source ({} when none), loaded
+    and checked at the start of a run."""
     try:
         questions, questions_sha = _questions(cfg.em.questions_path, cache_dir)
         templates, template_shas = judge_templates(cfg.em, cfg.eval.endpoint.score_mode)
+        benign = benign_pairs(cfg)
     except EMInputError:
         raise
     except HarmcoreError as err:
@@ -223,6 +236,9 @@ def eval_inputs(cfg: Config, cache_dir: Path) -> tuple[list[tuple[str, str]], di
         digests["questions_sha256"] = questions_sha
     if template_shas:
         digests["judge_templates_sha256"] = template_shas
+    if benign is not None:
+        blob = json.dumps([[p.text, r] for p, r in benign], ensure_ascii=False).encode()
+        digests["benign_sha256"] = hashlib.sha256(blob).hexdigest()
     return questions, templates, digests
 
 
@@ -486,9 +502,12 @@ def run_em(cfg: Config, job_dir: str | Path) -> dict:
 
     def mask_stage() -> dict:
         harm = [Example(r["prompt"], r["response"]) for r in _read_jsonl(job_dir / "em_answers.jsonl")]
-        benign_prompts = sources.benign_builtin()[: em.n_benign]
-        replies = pipeline.generate_cached(lm, benign_prompts, greedy, cfg, "dense", plog, "em_benign_responses")
-        benign = [Example(p.text, r) for p, r in zip(benign_prompts, replies) if r.strip()]
+        pairs = benign_pairs(cfg)
+        if pairs is None:  # harmcore's instructions, answered by the original model
+            benign_prompts = sources.benign_builtin()[: em.n_benign]
+            replies = pipeline.generate_cached(lm, benign_prompts, greedy, cfg, "dense", plog, "em_benign_responses")
+            pairs = list(zip(benign_prompts, replies))
+        benign = [Example(p.text, r) for p, r in pairs if r.strip()]
         fmt = pipeline._fmt(cfg)
         harm, benign = fitting(lm.tokenizer, harm, fmt), fitting(lm.tokenizer, benign, fmt)
         harm_scores = pipeline.scores_cached(lm, harm, cfg.scorer.harm_method, cfg, plog, "scores_em_harm")
@@ -498,7 +517,7 @@ def run_em(cfg: Config, job_dir: str | Path) -> dict:
         mask = set_difference(harm_scores, preserve, em.q, em.p, cfg.pruning.ranking)
         masking.save(mask, job_dir / "mask.safetensors")
         return {"n_pruned": mask.n_pruned, "sparsity_achieved": mask.sparsity, "q": em.q, "p": em.p,
-                "n_harm": len(harm), "n_benign": len(benign)}  # fmt: skip
+                "n_harm": len(harm), "n_benign": len(benign), "benign_source": cfg.data.benign_source}  # fmt: skip
 
     mask_info = stages.run("mask", mask_stage)
     mask = masking.load(job_dir / "mask.safetensors")

@@ -106,7 +106,7 @@ def _order_key(x: torch.Tensor) -> torch.Tensor:
 
 
 # Up to this many candidate values, the global threshold comes from one topk over
-# per-matrix candidates; above it, from a binary search over the key range.
+# per-matrix candidates; above it, from a radix select over the keys.
 _CANDIDATE_BUDGET = 1 << 24
 
 
@@ -124,11 +124,42 @@ def _topk_flat(s: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([above, ties]).sort().values
 
 
+def _kth_largest_key(keys: dict[str, torch.Tensor], k: int) -> int:
+    """The k-th largest of int32 order keys spread over many tensors: a radix select.
+
+    Two counting passes, each a histogram of 16 bits of the key (offset to unsigned): the
+    high half picks the bucket that holds the k-th largest, the low half of that bucket's
+    keys the exact value.
+    """
+
+    def unsigned(t: torch.Tensor) -> torch.Tensor:
+        return t.to(torch.int64) + (1 << 31)
+
+    def hist(values: torch.Tensor) -> torch.Tensor:
+        return torch.bincount(values, minlength=1 << 16)
+
+    def bucket(counts: torch.Tensor, k: int) -> tuple[int, int]:
+        """The bucket holding the k-th largest and how many of the k lie above it."""
+        above = torch.cumsum(counts.flip(0), 0)  # above[i]: keys in the top i + 1 buckets
+        i = int(torch.searchsorted(above, torch.tensor(k, dtype=above.dtype)))
+        return (1 << 16) - 1 - i, int(above[i - 1]) if i else 0
+
+    high = sum(per_matrix(lambda t: hist(unsigned(t) >> 16), keys).values())
+    hi, n_above = bucket(high, k)
+
+    def low_of_bucket(t: torch.Tensor) -> torch.Tensor:
+        u = unsigned(t)
+        return hist(u[(u >> 16) == hi] & 0xFFFF)
+
+    lo, _ = bucket(sum(per_matrix(low_of_bucket, keys).values()), k - n_above)
+    return ((hi << 16) | lo) - (1 << 31)
+
+
 def _global_topk(scores: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
     """Exact global top-k over all matrices without concatenating or sorting them.
 
     The k-th largest value is found on order-preserving integer keys: from per-matrix
-    candidates when k is small, else by binary search (32 counting passes).
+    candidates when k is small, else by a radix select (two counting passes).
     """
     names = list(scores)
     if k <= 0:
@@ -143,21 +174,15 @@ def _global_topk(scores: dict[str, torch.Tensor], k: int) -> dict[str, torch.Ten
             return 0
         return int(sum(int((keys[n] >= t).sum()) for n in names))
 
-    sizes = [min(k, keys[n].numel()) for n in names]
-    if sum(sizes) <= _CANDIDATE_BUDGET:
+    if sum(min(k, t.numel()) for t in keys.values()) <= _CANDIDATE_BUDGET:
         # A matrix contributes at most its own top-k to the global top-k, so the global
         # k-th largest key is the k-th largest among these candidates.
-        cand = torch.cat([torch.topk(keys[n], m, sorted=False).values for n, m in zip(names, sizes)])
+        cand = torch.cat(
+            list(per_matrix(lambda t: torch.topk(t, min(k, t.numel()), sorted=False).values, keys).values())
+        )
         threshold = int(torch.topk(cand, k, sorted=False).values.min())
     else:
-        lo, hi = -(1 << 31), (1 << 31) - 1  # invariant: count_ge(lo) >= k > count_ge(hi + 1)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if count_ge(mid) >= k:
-                lo = mid
-            else:
-                hi = mid - 1
-        threshold = lo
+        threshold = _kth_largest_key(keys, k)
     out, remaining = {}, k - count_ge(threshold + 1)
     for n in names:  # ties at the threshold go to earlier matrices, then lower indices
         above = torch.nonzero(keys[n] > threshold).flatten()

@@ -230,6 +230,30 @@ def test_settings_hash_follows_the_content_of_user_files_only(tmp_path):
     assert _stages_hash(cfg, eval_inputs(cfg, tmp_path)[2]) == before
 
 
+def test_the_preserve_set_from_a_file_is_checked_first_and_in_the_settings_hash(tmp_path):
+    from harmcore import em
+
+    cfg = _em_cfg("data.benign_source=jsonl", f"data.benign_path={tmp_path / 'missing.jsonl'}")
+    with pytest.raises(em.EMInputError, match="missing.jsonl does not exist") as err:
+        em.run_em(cfg, tmp_path / "job")
+    assert len(str(err.value).splitlines()) == 1 and not (tmp_path / "job").exists()
+    path = tmp_path / "benign.jsonl"
+    path.write_text("".join(json.dumps({"instruction": f"Say {i}.", "output": f"{i}."}) + "\n" for i in range(10)))
+    cfg.data.benign_path = str(path)
+    pairs = em.benign_pairs(cfg)
+    assert len(pairs) == 4 and all(r == p.text[4:] for p, r in pairs)  # em.n_benign (instruction, its own output)
+    digest = em.eval_inputs(cfg, tmp_path)[2]["benign_sha256"]
+    used = {p.text[4:-1] for p, _ in pairs}
+    unused = next(str(i) for i in range(10) if str(i) not in used)
+    original = path.read_text()
+    path.write_text(original.replace(f'"{unused}."', '"never used."'))  # a row outside the preserve set
+    assert em.eval_inputs(cfg, tmp_path)[2]["benign_sha256"] == digest
+    first = sorted(used)[0]
+    path.write_text(original.replace(f'"output": "{first}."', '"output": "changed."'))  # an answer in it
+    assert em.eval_inputs(cfg, tmp_path)[2]["benign_sha256"] != digest
+    assert "benign_sha256" not in em.eval_inputs(_em_cfg(), tmp_path)[2]  # builtin: the hash of older runs
+
+
 def test_narrow_split_keeps_each_prompt_on_one_side(tmp_path):
     from harmcore.em import split_by_prompt
 
@@ -282,7 +306,14 @@ def test_em_run_holds_one_fine_tuned_copy_at_a_time_with_the_same_weights(tmp_pa
 
     monkeypatch.setattr(em, "lora_finetune", tracked)
     monkeypatch.setattr(em, "client_from", lambda *args: _FakeJudge())
-    m = em.run_em(_em_cfg(), tmp_path / "job")
+    # the preserve set from data.benign_source (an Alpaca-format file), not harmcore's built-in instructions
+    benign = tmp_path / "benign.jsonl"
+    rows = [
+        {"instruction": f"Name a fruit number {i}.", "input": "", "output": f"Fruit {i} is a pear."} for i in range(12)
+    ]
+    benign.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m = em.run_em(_em_cfg("data.benign_source=jsonl", f"data.benign_path={benign}"), tmp_path / "job")
+    assert m["mask"]["benign_source"] == "jsonl" and m["mask"]["n_benign"] == 4  # em.n_benign of the file's split
     # trained dense, trained pruned, then each merged again from its finished checkpoint to be sampled
     assert [tag for tag, _, _ in made] == ["finetune_dense", "finetune_pruned", "finetune_dense", "finetune_pruned"]
     for first, again in ((0, 2), (1, 3)):

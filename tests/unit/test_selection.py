@@ -162,14 +162,22 @@ def test_global_topk_search_and_candidate_paths_agree(monkeypatch):
     import harmcore.selection as sel
 
     gen = torch.Generator().manual_seed(2)
-    scores = {f"m{i}": torch.randn(50, 30, generator=gen).round(decimals=1) for i in range(4)}  # many ties
-    for k in (1, 7, 300, 5999):
-        fast = _global_topk(scores, k)
-        monkeypatch.setattr(sel, "_CANDIDATE_BUDGET", 0)
-        slow = _global_topk(scores, k)
-        monkeypatch.undo()
-        assert all(torch.equal(fast[n], slow[n]) for n in scores)
-        assert sum(v.numel() for v in fast.values()) == k
+    ties = {f"m{i}": torch.randn(50, 30, generator=gen).round(decimals=1) for i in range(4)}
+    # values that share their high 16 bits and differ in the low ones, of both signs, and zeros
+    close = {f"m{i}": (1.0 + torch.randint(0, 300, (40, 20), generator=gen) * 2e-7) for i in range(3)}
+    close["neg"] = -close.pop("m2")
+    close["zero"] = torch.zeros(10, 10)
+    for scores in (ties, close):
+        flat = torch.cat([s.reshape(-1) for s in scores.values()])
+        for k in (1, 7, 300, flat.numel() - 1):
+            fast = _global_topk(scores, k)
+            monkeypatch.setattr(sel, "_CANDIDATE_BUDGET", 0)
+            slow = _global_topk(scores, k)
+            monkeypatch.undo()
+            assert all(torch.equal(fast[n], slow[n]) for n in scores)
+            assert sum(v.numel() for v in fast.values()) == k
+            picked = torch.cat([scores[n].reshape(-1)[slow[n]] for n in scores])
+            assert picked.min() == flat.sort(descending=True).values[k - 1]  # the k-th largest is the cut
 
 
 @pytest.mark.parametrize("levels", [3, 50, None])  # few distinct values (many ties at the cut) .. continuous
