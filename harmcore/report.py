@@ -3,7 +3,8 @@
 Every job folder below the sweep folder that holds metrics.json becomes a point; a
 folder with FAILED (or with neither file) is listed in summary.json as failed or
 missing, never silently dropped. `AggregateCallback` runs this at the end of a Hydra
-multirun; `python -m experiments.aggregate <sweep dir>` runs it by hand.
+multirun and of a single run that walked a curve (`sparsities=[...]`); `python -m
+experiments.aggregate <sweep dir>` runs it by hand.
 """
 
 from __future__ import annotations
@@ -281,29 +282,38 @@ except ImportError:  # hydra is only needed for the CLI
 
 
 class AggregateCallback(Callback):
-    """Hydra callback: aggregate the sweep folder when a multirun ends."""
+    """Hydra callback: aggregate the sweep folder when a multirun ends, and the folder of a single
+    run that walked a curve (`sparsities=[...]` without -m) when it ends."""
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        self._aggregate(Path(config.hydra.sweep.dir), config, "sweep")
+
+    def on_run_end(self, config, **kwargs) -> None:
+        if config.get("sparsities"):
+            self._aggregate(Path(config.hydra.run.dir), config, "curve")
+
+    @staticmethod
+    def _aggregate(folder: Path, config, what: str) -> None:
         from harmcore.config import LoggerConfig
 
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.exists():
+        if not folder.exists():
             return
         lc = config.get("logger")
         logger_cfg = LoggerConfig(**{k: lc[k] for k in ("name", "project", "entity", "mode")}) if lc else None
-        summary = aggregate(sweep_dir, logger_cfg)
+        summary = aggregate(folder, logger_cfg)
         # Jobs of other processes (submitit) failed there: make the sweep's exit status say so.
         from harmcore import cli
 
         for problem in summary["problems"]:
-            path = str((sweep_dir / problem["job"]).resolve())
+            path = str((folder / problem["job"]).resolve())
             if path not in cli.FAILED_JOBS:
                 cli.FAILED_JOBS.append(path)
         log.info(
-            "sweep %s: %d points, %d failed, %d missing -> %s",
-            sweep_dir,
+            "%s %s: %d points, %d failed, %d missing -> %s",
+            what,
+            folder,
             summary["n_points"],
             summary["n_failed"],
             summary["n_missing"],
-            sweep_dir / "curve.csv",
+            folder / "curve.csv",
         )

@@ -84,8 +84,9 @@ def test_full_eval_writes_every_metric(served_tiny, tmp_path):
     assert "computed" not in {v for k, v in again["stages"].items() if k != "select"}
 
 
-def test_a_sweep_with_the_classifier_reports_its_curve_as_the_headline(tmp_path):
-    """The jobs' per-prompt classifier scores become the sweep summary's headline curve."""
+def test_a_curve_with_the_classifier_reports_it_as_the_headline(tmp_path):
+    """The points' per-prompt classifier scores become the curve summary's headline; a single run
+    that walks a curve (`sparsities=[...]`, no -m) gets its report like a sweep."""
     from harmcore.compression import bootstrap_curve
 
     judge_dir = build("tiny_random", Path(os.environ["HARMCORE_CACHE"]))
@@ -93,12 +94,13 @@ def test_a_sweep_with_the_classifier_reports_its_curve_as_the_headline(tmp_path)
     template.write_text(json.dumps({TEMPLATE_KEY: "Request: {forbidden_prompt}\nAnswer: {response}\nGrade:"}))
     out = tmp_path / "outputs"
     r = cli(
-        "experiments.run", "-m", *TINY, "sparsities=[0,0.02,0.1]", f"output_root={out}", f"cache_dir={out}/cache",
+        "experiments.run", *TINY, "sparsities=[0,0.02,0.1]", f"output_root={out}", f"cache_dir={out}/cache",
         "eval.strongreject.enabled=true", f"eval.strongreject.model={judge_dir}", "eval.strongreject.adapter=null",
-        f"eval.strongreject.template_path={template}", "name=classified",
+        f"eval.strongreject.template_path={template}",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    sweep = out / "sweeps" / "classified"
+    (sweep,) = {p.parent for p in out.rglob("q=grid/curve.csv")}  # the run folder, beside its points
+    assert (sweep / "curve.png").exists() and not (out / "sweeps").exists()
     (curve,) = json.loads((sweep / "summary.json").read_text())["curves"]
     assert curve["measure"] == "strongreject" and set(curve["by_measure"]) >= {"harmfulness", "strongreject"}
     jobs = [(read_metrics(p.parent), p.parent) for p in sweep.rglob("metrics.json")]
