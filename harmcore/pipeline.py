@@ -302,6 +302,11 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     harmful = sources.harmful_prompts(dom.source, dom.path, dom.categories)
     harm_calib, harm_eval = sources.split(harmful, d.n_eval, d.n_calibration, d.split_seed)
     n_overlap = 0
+    # With a reverse target and the recognition evaluation on, none of its prompts (harmful or benign
+    # look-alike) is ever used for scoring: the detection target asks about both kinds of request.
+    banned: set[str] = set()
+    if d.target != "harm" and cfg.eval.recognition.enabled:
+        banned = {calibration_data.normalise(t) for t, _ in recognition.load_items(cfg.eval.recognition.path)}
     if cfg.eval_domain:
         harm_eval, n_overlap = crossdomain.eval_prompts(dom, crossdomain.domain_config(cfg.eval_domain), d)
     sampling = Sampling(max_new_tokens=d.response_tokens, temperature=0.0)
@@ -325,9 +330,7 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     else:
         writer = responder(lm, cfg)
         source = writer.spec.name
-        if d.target != "harm" and cfg.eval.recognition.enabled:  # never score on a recognition evaluation prompt
-            banned = {calibration_data.normalise(t) for t, _ in recognition.load_items(cfg.eval.recognition.path)}
-            harm_calib = [p for p in harm_calib if calibration_data.normalise(p.text) not in banned]
+        harm_calib = [p for p in harm_calib if calibration_data.normalise(p.text) not in banned]
         responses = generate_cached(writer, harm_calib, sampling, cfg, "dense", stages, "calibration_harmful")
         judge = RefusalKeywordJudge("corrected")
         harm_examples, dropped = [], 0
@@ -352,6 +355,7 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
         writer = responder(lm, cfg)
         answers = generate_cached(writer, benign_calib_prompts, sampling, cfg, "dense", stages, "calibration_benign")
         benign_examples = [Example(p.text, r) for p, r in zip(benign_calib_prompts, answers) if r.strip()]
+    benign_examples = [e for e in benign_examples if calibration_data.normalise(e.prompt) not in banned]
     compliant = harm_examples
     if d.target != "harm":  # the reverse direction: prune the weights of detection, explanation or refusal
 

@@ -139,6 +139,35 @@ def test_no_report_for_a_single_target(tmp_path):
     assert not (tmp_path / "dissociation.csv").exists()
 
 
+def test_no_recognition_prompt_of_either_kind_is_scored_with_a_reverse_target(tmp_path):
+    """data.target=detection with a custom recognition file: neither its harmful requests nor its
+    benign look-alikes reach the calibration data (nor the preserve set)."""
+    from harmcore import pipeline
+    from harmcore.config import Config, EvalConfig, ModelConfig
+    from harmcore.eval_config import RecognitionConfig
+
+    def job_data(recognition):
+        cfg = Config(
+            model=ModelConfig(name="tiny_random", builder="tiny_random", device="cpu"),
+            data=DataConfig(n_calibration=4, n_eval=4, response_tokens=8, target="detection"),
+            eval=EvalConfig(recognition=recognition),
+        )
+        lm = pipeline.get_model(cfg.model, pipeline.cache_dir_of(cfg))
+        return pipeline.prepare_data(lm, cfg, pipeline.StageLog())
+
+    before = job_data(RecognitionConfig(enabled=False))
+    harmful, benign = before.calibration_requests[0], before.benign_calibration[0].prompt
+    path = tmp_path / "recognition.jsonl"
+    path.write_text(
+        json.dumps({"prompt": harmful, "harmful": True}) + "\n" + json.dumps({"prompt": benign, "harmful": False})
+    )
+    after = job_data(RecognitionConfig(enabled=True, path=str(path)))
+    assert harmful not in after.calibration_requests and benign not in [e.prompt for e in after.benign_calibration]
+    scored = " ".join(e.prompt for e in after.harm_calibration)  # the yes/no questions wrap both kinds
+    assert harmful not in scored and benign not in scored
+    assert benign in " ".join(e.prompt for e in before.harm_calibration)  # it was asked about before
+
+
 def test_non_harm_targets_keep_the_raw_requests_and_compliant_pairs_for_the_attacks(monkeypatch):
     """With data.target=detection the scored prompts wrap the requests; refusal ablation still
     refuses the raw requests and the harmful fine-tuning attack still trains on harmful answers."""
