@@ -9,6 +9,7 @@ so no evaluation prompt is ever used for scoring.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -45,10 +46,18 @@ def read_examples(path) -> list[Example]:
 
 def write_examples(path, examples: Iterable[Example], provenance: dict) -> Path:
     """Write examples as JSONL and their provenance as <path>.provenance.json (both atomic)."""
-    path = Path(path)
     rows = [json.dumps({"prompt": e.prompt, "response": e.response, "category": e.domain}) for e in examples]
-    atomic_write_text(path, "".join(r + "\n" for r in rows))
-    atomic_write_json(provenance_path(path), {**provenance, "n_examples": len(rows)})
+    return write_rows(path, rows, provenance)
+
+
+def write_rows(path, rows: Sequence[str], provenance: dict) -> Path:
+    """Write JSONL rows, then <path>.provenance.json with their count and the file's sha256 (each
+    atomic; the digest ties a provenance to the exact file it describes)."""
+    path = Path(path)
+    text = "".join(r + "\n" for r in rows)
+    atomic_write_text(path, text)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    atomic_write_json(provenance_path(path), {**provenance, "n_examples": len(rows), "sha256": digest})
     return path
 
 

@@ -131,8 +131,7 @@ def generate(cfg: Config) -> dict:
     }
     calibration_data.write_examples(out / "harmful.jsonl", harmful, prov)
     rows = [json.dumps({"instruction": e.prompt, "input": "", "output": e.response}) for e in benign]
-    cache.atomic_write_text(out / "benign.jsonl", "".join(r + "\n" for r in rows))
-    cache.atomic_write_json(calibration_data.provenance_path(out / "benign.jsonl"), {**prov, "n_examples": len(rows)})
+    calibration_data.write_rows(out / "benign.jsonl", rows, prov)
     log.info("%d harmful (%s dropped) and %d benign examples -> %s", len(harmful), dropped, len(benign), out)
     return {**prov, "n_examples": len(harmful), "n_benign": len(benign), "out_dir": str(out)}
 

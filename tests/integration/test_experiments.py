@@ -1,6 +1,7 @@
 """The paper's experiment configs end to end on tiny models; report files checked against per-job metrics."""
 
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -236,6 +237,12 @@ def test_generate_data_self_then_prefill_then_score_from_the_file(tmp_path):
     prov = json.loads((ref.parent / "harmful.jsonl.provenance.json").read_text())
     refs = [json.loads(line) for line in ref.read_text().splitlines()]
     assert prov["n_examples"] == len(refs) > 0 and prov["responder"] == "tiny_random_instruct"
+    for name in ("harmful.jsonl", "benign.jsonl"):  # each provenance names the exact file it describes
+        data = (ref.parent / name).read_bytes()
+        assert (
+            json.loads((ref.parent / f"{name}.provenance.json").read_text())["sha256"]
+            == hashlib.sha256(data).hexdigest()
+        )
     assert prov["n_prompts"] == 8 and len(refs) + sum(prov["dropped"].values()) == 8
     held_out = set(prov["split"]["held_out_prompts"])
     assert len(held_out) == 4 and not held_out & {r["prompt"] for r in refs}
