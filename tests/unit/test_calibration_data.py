@@ -1,5 +1,6 @@
 """Calibration files: filters, overlap removal, round trip with provenance."""
 
+import hashlib
 import json
 
 import pytest
@@ -35,7 +36,7 @@ def test_without_prompts_and_round_trip(tmp_path):
     path = cd.write_examples(tmp_path / "h.jsonl", examples, {"method": "self"})
     assert cd.read_examples(path) == examples
     prov = json.loads(cd.provenance_path(path).read_text())
-    assert prov == {"method": "self", "n_examples": 2}
+    assert prov == {"method": "self", "n_examples": 2, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def test_bad_files_are_one_clear_error(tmp_path):
