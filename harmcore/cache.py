@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from harmcore.errors import HarmcoreError
+from harmcore.matrices import first_nonfinite
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -140,9 +141,7 @@ def load_scores(path, expected: dict | None = None, device: str = "cpu") -> dict
             raise HarmcoreError(
                 f"score file {path} was made with {k}={meta.get(k)!r}, expected {v!r}: delete it or fix the config"
             )
-    from harmcore.selection import all_finite, per_matrix
-
-    for name, ok in per_matrix(all_finite, tensors).items():
-        if not ok:
-            raise HarmcoreError(f"score file {path} has NaN/inf in {name}: delete it to recompute")
+    name = first_nonfinite(tensors)
+    if name is not None:
+        raise HarmcoreError(f"score file {path} has NaN/inf in {name}: delete it to recompute")
     return tensors

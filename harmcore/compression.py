@@ -208,6 +208,24 @@ def _resampled_means(rows: np.ndarray, n_resamples: int, rng: np.random.Generato
     return counts @ rows.T / n
 
 
+def curve_or_skip(
+    s: Sequence[float],
+    per_prompt_h: Sequence[Sequence[float] | None],
+    what: str = "per-prompt harm",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    utility=None,
+) -> dict[str, Any]:
+    """`bootstrap_curve`, or {"skipped": why} when a point lacks its per-prompt values, the points
+    score different prompts, or the curve cannot be computed (a reason for a report, not an error)."""
+    if any(r is None for r in per_prompt_h) or len({len(r) for r in per_prompt_h}) != 1:
+        return {"skipped": f"{what} missing or on different prompts at some point"}
+    try:
+        return bootstrap_curve(s, per_prompt_h, n_resamples=n_resamples, seed=seed, utility=utility)
+    except CurveError as err:
+        return {"skipped": str(err)}
+
+
 def bootstrap_curve(
     s: Sequence[float],
     per_prompt_h: Sequence[Sequence[float]],

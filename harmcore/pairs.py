@@ -34,7 +34,7 @@ from harmcore.cache import (
     atomic_write_figure,
     atomic_write_json,
 )
-from harmcore.compression import CurveError, bootstrap_curve, compression_ratio
+from harmcore.compression import compression_ratio, curve_or_skip
 
 UTILITY = "benign_nll"
 
@@ -97,16 +97,10 @@ def ladders(group: dict[str, Member]) -> list[list[str]]:
 
 
 def member_stats(member: Member, measure: str, n_resamples: int, seed: int) -> dict:
-    rows = member.rows[measure]
-    if any(r is None for r in rows) or len({len(r) for r in rows}) != 1:
-        return {"skipped": f"per-prompt {measure} missing or on different prompts at some point"}
     utility = member.utility
     if any(u is None for u in utility) or len({len(u) for u in utility}) != 1:
         utility = None
-    try:
-        return bootstrap_curve(member.s, rows, n_resamples=n_resamples, seed=seed, utility=utility)
-    except CurveError as err:
-        return {"skipped": str(err)}
+    return curve_or_skip(member.s, member.rows[measure], f"per-prompt {measure}", n_resamples, seed, utility)
 
 
 def ci(x, i):

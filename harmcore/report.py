@@ -19,6 +19,7 @@ from harmcore.cache import (
     atomic_write_figure,
     atomic_write_json,
 )
+from harmcore.compression import curve_or_skip
 from harmcore.errors import HarmcoreError
 
 log = logging.getLogger("harmcore.report")
@@ -188,18 +189,6 @@ def _plot(points: list[dict], path: Path) -> None:
     atomic_write_figure(path, fig, dpi=110)
 
 
-def _curve_stats(s: list[float], rows: list, utility, n_resamples: int) -> dict:
-    from harmcore.compression import CurveError, bootstrap_curve
-
-    if any(v is None for v in rows) or len({len(v) for v in rows}) != 1:
-        return {"skipped": "per-prompt scores missing or on different prompts"}
-    try:
-        stats = bootstrap_curve(s, rows, n_resamples=n_resamples, utility=utility)
-    except CurveError as err:
-        return {"skipped": str(err)}
-    return {k: v for k, v in stats.items() if not k.endswith("_samples")}
-
-
 def curve_summaries(sweep_dir: Path, points: list[dict], n_resamples: int = 1000) -> list[dict]:
     """s50, AUC and utility at s50 per (model, domain, scorer) curve, bootstrapped over prompts.
 
@@ -224,7 +213,8 @@ def curve_summaries(sweep_dir: Path, points: list[dict], n_resamples: int = 1000
         for name in measures.HARM:
             rows = [j[name] for j in jobs]
             if name in measures.CORE or all(r is not None for r in rows):
-                by_measure[name] = _curve_stats(s, rows, utility, n_resamples)
+                stats = curve_or_skip(s, rows, f"per-prompt {name}", n_resamples, utility=utility)
+                by_measure[name] = {k: v for k, v in stats.items() if not k.endswith("_samples")}
         headline = "strongreject" if "skipped" not in by_measure.get("strongreject", {"skipped": 1}) else "harmfulness"
         entry.update(measure=headline, **by_measure[headline], by_measure=by_measure)
         if utility is not None:

@@ -36,8 +36,8 @@ from torch import nn
 
 from harmcore.data import FormatSpec, batches, ensure_tokenized
 from harmcore.errors import HarmcoreError
+from harmcore.matrices import first_nonfinite
 from harmcore.models import decoder_layers, layer_index, prunable_linears
-from harmcore.selection import all_finite, per_matrix
 
 GRADIENT_METHODS = ("signed_snip", "snip")
 METHODS = ("signed_snip", "snip", "wanda", "magnitude", "random")
@@ -271,12 +271,12 @@ def _start_grad_at(block: nn.Module):
 
 def check_finite(scores: dict[str, torch.Tensor], what: str = "scores") -> None:
     """Raise if any score is NaN or infinite (a diverged model or a bad cache file)."""
-    for name, ok in per_matrix(all_finite, scores).items():
-        if not ok:
-            bad = int((~torch.isfinite(scores[name])).sum())
-            raise HarmcoreError(
-                f"{what} for {name} contain {bad} NaN/inf values: check the model dtype (use float32) and the data"
-            )
+    name = first_nonfinite(scores)
+    if name is not None:
+        bad = int((~torch.isfinite(scores[name])).sum())
+        raise HarmcoreError(
+            f"{what} for {name} contain {bad} NaN/inf values: check the model dtype (use float32) and the data"
+        )
 
 
 __all__ = ["compute", "response_losses", "check_finite", "METHODS", "FORMULAS"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from harmcore.errors import HarmcoreError
+from harmcore.matrices import first_nonfinite, per_matrix
 
 RANKINGS = ("per_matrix", "global", "per_row")
 
@@ -69,30 +70,12 @@ def _check_fraction(name: str, value: float) -> None:
         raise HarmcoreError(f"{name}={value} is outside [0, 1): it is a fraction of weights, e.g. 1e-5")
 
 
-def all_finite(t: torch.Tensor) -> bool:
-    """Whether every entry is finite: a finite sum proves it (NaN or inf anywhere makes the sum NaN or
-    inf); only a sum that is not finite (possibly an overflow of finite values) needs the full check."""
-    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
-
-
-def per_matrix(fn, tensors: dict[str, torch.Tensor]) -> dict:
-    """{name: fn(tensor)}; CPU tensors are spread over torch's threads (a 1-D topk or a flat
-    reduction runs on one core, so matrices in parallel use them all); others run in order."""
-    workers = torch.get_num_threads()
-    if workers < 2 or len(tensors) < 2 or any(t.device.type != "cpu" for t in tensors.values()):
-        return {n: fn(t) for n, t in tensors.items()}
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(tensors, pool.map(fn, tensors.values())))
-
-
 def _check_scores(scores: dict[str, torch.Tensor], what: str) -> None:
     if not scores:
         raise HarmcoreError(f"{what} scores are empty: nothing to select from")
-    for name, ok in per_matrix(all_finite, scores).items():
-        if not ok:
-            raise HarmcoreError(f"{what} scores of {name} contain NaN or inf: recompute them (float32 model)")
+    name = first_nonfinite(scores)
+    if name is not None:
+        raise HarmcoreError(f"{what} scores of {name} contain NaN or inf: recompute them (float32 model)")
 
 
 def _order_key(x: torch.Tensor) -> torch.Tensor:

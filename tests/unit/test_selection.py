@@ -105,7 +105,7 @@ def test_nan_scores_rejected(scores):
 
 
 def test_finiteness_check_is_exact_when_the_sum_overflows():
-    from harmcore.selection import all_finite
+    from harmcore.matrices import all_finite
 
     big = torch.full((4,), 3e38)  # every entry finite, the float32 sum is inf
     assert torch.isinf(big.sum()) and all_finite(big)
@@ -118,7 +118,8 @@ def test_finiteness_check_is_exact_when_the_sum_overflows():
 
 
 def test_matrices_in_parallel_give_what_one_thread_gives(monkeypatch):
-    from harmcore.selection import SetDifference, per_matrix
+    from harmcore.matrices import per_matrix
+    from harmcore.selection import SetDifference
 
     gen = torch.Generator().manual_seed(3)
     harm = {f"m{i}": torch.randint(0, 20, (30, 40), generator=gen).float() for i in range(6)}  # many ties
