@@ -7,7 +7,7 @@ exactly as defined here, never negated):
 |---------------|----------------------------------------------------------------------------|
 | `signed_snip` | -w * sum_n dL_n/dw   (first-order rise of the data's loss if w is zeroed)  |
 | `snip`        | |w| * sum_n |dL_n/dw|   (absolute value taken per example before summing)  |
-| `wanda`       | |w_ij| * sqrt(sum over response tokens of x_j^2 / N_tokens)               |
+| `wanda`       | |w_ij| * sqrt(sum_t x_tj^2 / N): x_t = input at response token t (N)       |
 | `magnitude`   | |w|                                                                       |
 | `random`      | uniform in [0, 1), seeded                                                   |
 
@@ -46,7 +46,7 @@ DATA_FREE = ("magnitude", "random")
 FORMULAS = {
     "signed_snip": "-w * sum_n dL_n/dw",
     "snip": "|w| * sum_n |dL_n/dw|",
-    "wanda": "|w_ij| * sqrt(sum_t x_tj^2 / N)",
+    "wanda": "|w_ij| * sqrt(sum_t x_tj^2 / N), t = response-token positions",
     "magnitude": "|w|",
     "random": "uniform[0,1)",
 }
@@ -161,10 +161,10 @@ def _wanda(model, linears, toks, batch_size, pad_id, progress):
         with torch.no_grad():
             total = -(-len(toks) // batch_size)
             for batch in _progress(batches(toks, batch_size, pad_id), total, "wanda", progress):
-                # The input at position t feeds the prediction of token t+1: a position counts
-                # as a response position when the token it predicts is a response token.
-                mask = torch.zeros_like(batch.labels, dtype=torch.bool)
-                mask[:, :-1] = batch.labels[:, 1:] != -100
+                # The norms run over the response tokens: the inputs at the positions of the
+                # response tokens themselves (labels are unshifted, -100 on prompt and padding),
+                # as in Wei et al.'s reference, not at the positions that predict them.
+                mask = batch.labels != -100
                 state["mask"] = mask.to(device)
                 state["last"] = (None, None)
                 n_tokens += int(mask.sum())

@@ -82,8 +82,8 @@ def test_wanda_matches_direct_activation_norms(model64, toks):
             model64(input_ids=seq)
         for h in hooks:
             h.remove()
-        # positions whose next token is a response token
-        pos = slice(len(t.prompt_ids) - 1, len(t.prompt_ids) + len(t.response_ids) - 1)
+        # the positions of the response tokens (not the ones that predict them)
+        pos = slice(len(t.prompt_ids), len(t.prompt_ids) + len(t.response_ids))
         for n in linears:
             sumsq[n] += inputs[n][pos].pow(2).sum(0)
         count += len(t.response_ids)
