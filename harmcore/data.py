@@ -7,12 +7,15 @@ separately; `collate` pads a batch and labels every prompt and pad position -100
 Formats:
 - ``raw`` (the reference "pretrained format"): ``prompt + "\\n"`` and the response
   tokenized separately without special tokens, then concatenated. Base and instruct
-  models see identical inputs this way. Optional BOS before the prompt and EOS
-  after the response.
+  models see identical inputs this way. The prompt starts with the special tokens
+  the tokenizer puts before any text by default (Llama's and Mistral's BOS; none
+  for most others), as a plain `tokenizer(prompt)` would; `add_bos` forces the BOS
+  on or off. Optional EOS after the response.
 - ``chat``: the model's chat template; the response part is everything the
   template adds after the generation prompt (assistant text and end-of-turn
-  token). A tokenizer without a chat template gets ``"Q: {prompt}\\nA:"`` and
-  ``" {response}"``, the prompt format used for base models.
+  token). A tokenizer without a chat template gets ``"Q: {prompt}\\nA:"`` (after
+  its default leading special tokens) and ``" {response}"``, the prompt format used
+  for base models.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class FormatSpec:
     """How examples become token ids (see module docstring)."""
 
     kind: str = "raw"
-    add_bos: bool = False  # raw format: prepend the tokenizer's BOS token
+    add_bos: bool | None = None  # raw format: BOS first? None = as the tokenizer does by default
     add_eos: bool = False  # raw format: append the tokenizer's EOS token after the response
     max_length: int = 512  # truncate the response so prompt + response fits
     system_prompt: str | None = None  # chat format: optional system message
@@ -70,6 +73,27 @@ def qa_prompt(prompt: str) -> str:
     return f"Q: {prompt}\nA:"
 
 
+def leading_special_ids(tokenizer) -> list[int]:
+    """The special tokens `tokenizer` puts before any text by default (e.g. a BOS; often none)."""
+    probe = "Hello"
+    full, bare = list(tokenizer(probe)["input_ids"]), _encode(tokenizer, probe)
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return full[:start]
+    return []
+
+
+def leading_special_text(tokenizer) -> str:
+    """`leading_special_ids` as text, for prompts rendered as text and encoded without special tokens."""
+    ids = leading_special_ids(tokenizer)
+    return "".join(tokenizer.convert_ids_to_tokens(ids)) if ids else ""
+
+
+def plain_prompt_text(tokenizer, prompt: str) -> str:
+    """The Q/A prompt of a model without a chat template, after its default leading special tokens."""
+    return leading_special_text(tokenizer) + qa_prompt(prompt)
+
+
 def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
@@ -77,7 +101,7 @@ def has_chat_template(tokenizer) -> bool:
 def chat_prompt_text(tokenizer, prompt: str, system_prompt: str | None = None) -> str:
     """The text a chat model sees before its answer (generation prompt included)."""
     if not has_chat_template(tokenizer):
-        return qa_prompt(prompt)
+        return plain_prompt_text(tokenizer, prompt)
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append({"role": "user", "content": prompt})
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -89,7 +113,7 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 def _split_chat(tokenizer, ex: Example, spec: FormatSpec) -> tuple[str, str]:
     if not has_chat_template(tokenizer):
-        return qa_prompt(ex.prompt), " " + ex.response
+        return plain_prompt_text(tokenizer, ex.prompt), " " + ex.response
     messages = [{"role": "system", "content": spec.system_prompt}] if spec.system_prompt else []
     messages.append({"role": "user", "content": ex.prompt})
     prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -102,15 +126,20 @@ def _split_chat(tokenizer, ex: Example, spec: FormatSpec) -> tuple[str, str]:
     return prompt_text, full[len(prompt_text) :]
 
 
+def _raw_lead(tokenizer, spec: FormatSpec) -> list[int]:
+    if spec.add_bos is None:
+        return leading_special_ids(tokenizer)
+    return [tokenizer.bos_token_id] if spec.add_bos and tokenizer.bos_token_id is not None else []
+
+
 def tokenize(tokenizer, examples: Sequence[Example], spec: FormatSpec = FormatSpec()) -> list[TokenizedExample]:
     """Turn examples into prompt/response token ids (see module docstring for the formats)."""
     out = []
+    lead = _raw_lead(tokenizer, spec) if spec.kind == "raw" else []
     for n, ex in enumerate(examples):
         if spec.kind == "raw":
-            prompt_ids = _encode(tokenizer, ex.prompt + "\n")
+            prompt_ids = lead + _encode(tokenizer, ex.prompt + "\n")
             response_ids = _encode(tokenizer, ex.response)
-            if spec.add_bos and tokenizer.bos_token_id is not None:
-                prompt_ids = [tokenizer.bos_token_id] + prompt_ids
             if spec.add_eos and tokenizer.eos_token_id is not None:
                 response_ids = response_ids + [tokenizer.eos_token_id]
         else:

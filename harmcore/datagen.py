@@ -69,6 +69,7 @@ def _answers(lm, prompts, prefixes, cfg: Config, stages) -> list[str]:
         "prompts": cache.key_of({"p": [p.text for p in prompts], "x": prefixes}),
         "sampling": json.dumps(dataclasses.asdict(sampling), sort_keys=True),
         "prompt_format": lm.spec.prompt_format,
+        **pipeline._prompt_lead(lm),
     }
 
     def compute():

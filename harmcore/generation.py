@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from harmcore.data import chat_prompt_text, qa_prompt
+from harmcore.data import chat_prompt_text, plain_prompt_text
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class Generator(Protocol):
 
 def render(tokenizer, prompt: str, prompt_format: str = "chat", prefix: str = "") -> str:
     """The exact text the model continues: chat template (or Q/A) plus any prefilled prefix."""
-    text = chat_prompt_text(tokenizer, prompt) if prompt_format == "chat" else qa_prompt(prompt)
+    text = chat_prompt_text(tokenizer, prompt) if prompt_format == "chat" else plain_prompt_text(tokenizer, prompt)
     return text + prefix
 
 

@@ -44,7 +44,7 @@ from harmcore import (
     suite,
 )
 from harmcore.config import Config, ModelConfig
-from harmcore.data import Example, FormatSpec, data_hash, fitting
+from harmcore.data import Example, FormatSpec, data_hash, fitting, leading_special_ids
 from harmcore.errors import HarmcoreError
 from harmcore.evals import response_nll
 from harmcore.generation import Generator, HFGenerator, Request, Sampling
@@ -242,7 +242,13 @@ def cached_json(kind: str, meta: dict, compute, cfg: Config, stages: StageLog, s
 
 
 def _weights_meta(lm: LoadedModel, mask_key: str) -> dict:
-    return {"model": _model_id(lm), "weights": lm.fingerprint, "mask": mask_key}
+    return {"model": _model_id(lm), "weights": lm.fingerprint, "mask": mask_key, **_prompt_lead(lm)}
+
+
+def _prompt_lead(lm: LoadedModel) -> dict:
+    """The special tokens before every plain (Q/A, raw) prompt, in cache keys when there are any."""
+    lead = leading_special_ids(lm.tokenizer)
+    return {"prompt_lead": lead} if lead else {}
 
 
 def generate_cached(lm, prompts, sampling: Sampling, cfg: Config, mask_key: str, stages: StageLog, stage: str):
@@ -408,6 +414,7 @@ def scores_cached(
         "n_examples": 0 if data_free else len(examples),
         "seed": cfg.scorer.seed if method == "random" else 0,
         "code": harmcore.__version__,
+        **({} if data_free else _prompt_lead(lm)),
     }
     path = cache.score_path(cache_dir_of(cfg), meta)
     start = time.perf_counter()
@@ -559,7 +566,7 @@ def suite_context(lm, cfg: Config, stages: StageLog) -> suite.Context:
         tokenizer=lm.tokenizer,
         prompt_format=lm.spec.prompt_format,
         cfg=cfg,
-        weights={"model": _model_id(lm), "weights": lm.fingerprint},
+        weights={"model": _model_id(lm), "weights": lm.fingerprint, **_prompt_lead(lm)},
         cache=lambda kind, meta, compute, stage: cached_json(kind, meta, compute, cfg, stages, stage),
         scores=lambda examples, method, stage: scores_cached(lm, examples, method, cfg, stages, stage),
         cache_dir=cache_dir_of(cfg),

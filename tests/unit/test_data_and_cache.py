@@ -2,8 +2,22 @@ import pytest
 import torch
 
 from harmcore.cache import load_scores, save_scores, score_path
-from harmcore.data import Example, FormatSpec, collate, data_hash, tokenize
+from harmcore.data import Example, FormatSpec, collate, data_hash, leading_special_ids, tokenize
 from harmcore.errors import HarmcoreError
+from harmcore.generation import HFGenerator, Request, Sampling, render
+from harmcore.models import tiny_tokenizer
+
+
+@pytest.fixture
+def bos_tok():
+    """The tiny tokenizer made to put its BOS before every text by default, as Llama's and Mistral's do."""
+    from tokenizers import processors
+
+    tok = tiny_tokenizer()
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)]
+    )
+    return tok
 
 
 def test_raw_format_tokenizes_parts_separately(tiny_tok):
@@ -13,6 +27,41 @@ def test_raw_format_tokenizes_parts_separately(tiny_tok):
     (t2,) = tokenize(tiny_tok, [ex], FormatSpec(add_bos=True, add_eos=True))
     assert t2.prompt_ids[0] == tiny_tok.bos_token_id and t2.response_ids[-1] == tiny_tok.eos_token_id
     assert t2.prompt_ids[1:] == t.prompt_ids and t2.response_ids[:-1] == t.response_ids
+
+
+def test_plain_prompts_start_with_the_tokenizers_default_leading_tokens(tiny_tok, bos_tok):
+    bos = bos_tok.bos_token_id
+    assert leading_special_ids(tiny_tok) == [] and leading_special_ids(bos_tok) == [bos]
+    ex = Example("Hi?", "Yes.")
+    (t,) = tokenize(bos_tok, [ex])  # raw: the prompt as tokenizer(prompt + "\n") gives it, the response bare
+    assert list(t.prompt_ids) == bos_tok("Hi?\n")["input_ids"] and t.prompt_ids[0] == bos
+    assert t.prompt_ids.count(bos) == 1 and t.response_ids == tokenize(tiny_tok, [ex])[0].response_ids
+    (off,) = tokenize(bos_tok, [ex], FormatSpec(add_bos=False))
+    assert off.prompt_ids == t.prompt_ids[1:]
+    (plain,) = tokenize(tiny_tok, [ex])  # a tokenizer that adds nothing gets nothing
+    assert plain.prompt_ids == off.prompt_ids
+    # Q/A prompts (base models): rendered as text, encoded without special tokens, BOS once
+    want = bos_tok("Q: Hi?\nA:")["input_ids"]
+    assert bos_tok(render(bos_tok, "Hi?", "qa"), add_special_tokens=False)["input_ids"] == want
+    bos_tok.chat_template = None  # chat format without a template falls back to the same Q/A prompt
+    (qa,) = tokenize(bos_tok, [ex], FormatSpec(kind="chat"))
+    assert list(qa.prompt_ids) == want
+
+
+def test_generation_feeds_a_base_model_its_bos(bos_tok, tiny_model):
+    seen = []
+    generate = tiny_model.generate
+
+    def spy(**kwargs):
+        seen.append(kwargs["input_ids"])
+        return generate(**kwargs)
+
+    tiny_model.generate = spy
+    try:
+        HFGenerator(tiny_model, bos_tok, "qa").generate([Request("Hi?")], Sampling(max_new_tokens=2))
+    finally:
+        del tiny_model.generate
+    assert seen[0][0].tolist() == bos_tok("Q: Hi?\nA:")["input_ids"]
 
 
 def test_chat_format_loss_covers_assistant_turn_and_end_token(tiny_tok):
