@@ -383,9 +383,32 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
         log.warning("%d calibration examples do not fit data.max_length=%d: left out", too_long, d.max_length)
     if not fit_harm or not fit_benign:
         raise HarmcoreError(f"no calibration example fits data.max_length={d.max_length}: raise it")
+    _warn_short_calibration(cfg, len(harmful), len(harm_calib), dropped, len(fit_harm), len(fit_benign))
     requests = [e.prompt for e in fit_harm] if d.target == "harm" else [p.text for p in harm_calib]
     pairs = fit_harm if d.target == "harm" else fitting(lm.tokenizer, compliant, fmt)
     return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap, requests, pairs)
+
+
+def _warn_short_calibration(cfg: Config, n_prompts: int, n_calib: int, dropped: int, n_harm: int, n_benign: int):
+    """One warning when a set is scored on fewer examples than data.n_calibration asks for, with why."""
+    d = cfg.data
+    if n_harm >= d.n_calibration and n_benign >= d.n_calibration:
+        return
+    why = []
+    if not d.harm_path and n_calib < d.n_calibration:
+        why.append(
+            f"harm_domain={cfg.harm_domain.name} has {n_prompts} prompts and {n_prompts - n_calib} are held out "
+            "for evaluation (use a larger domain, e.g. harm_domain=advbench, or a file: data.harm_path)"
+        )
+    if dropped:
+        why.append(f"{dropped} harmful answers were refusals or empty (data.drop_refusals)")
+    log.warning(
+        "scoring on %d harmful and %d benign calibration examples, not the %d each of data.n_calibration%s",
+        n_harm,
+        n_benign,
+        d.n_calibration,
+        (": " + "; ".join(why)) if why else "",
+    )
 
 
 # ---------------------------------------------------------------------------------------
