@@ -495,7 +495,30 @@ def select(harm, preserve, cfg: Config) -> Mask:
     _remember(_SELECTORS, key, sel, MAX_SELECTORS)  # most recently used last
     if _GRID_QMAX and cfg.sparsity <= _GRID_QMAX[-1] <= PREPARE_MAX_Q:
         sel.prepare(_GRID_QMAX[-1])
-    return sel.mask(cfg.sparsity)
+    mask = sel.mask(cfg.sparsity)
+    if cfg.sparsity > 0 and mask.n_pruned == 0:
+        _warn_nothing_pruned(harm, cfg)
+    return mask
+
+
+def _warn_nothing_pruned(harm: dict, cfg: Config) -> None:
+    ranking = cfg.pruning.ranking
+    if ranking == "per_row":  # floor(q * row length) per row
+        unit, size = "row", max(s.reshape(s.shape[0], -1).shape[1] for s in harm.values())
+    elif ranking == "per_matrix":
+        unit, size = "matrix", max(s.numel() for s in harm.values())
+    else:
+        unit, size = "model", sum(s.numel() for s in harm.values())
+    log.warning(
+        "sparsity=%g prunes no weight with pruning.ranking=%s: it takes floor(q x %s size) and the largest %s "
+        "has %d weights, so q >= %.3g is needed (or the preserve set covers all of the top q: lower pruning.p)",
+        cfg.sparsity,
+        ranking,
+        unit,
+        unit,
+        size,
+        1 / size,
+    )
 
 
 def shared_mask(lm, cfg: Config, preserve, stages: StageLog) -> tuple[Mask, list[int], list[str]]:

@@ -1,9 +1,11 @@
-"""The warning a job logs when it scores on fewer calibration examples than data.n_calibration."""
+"""The warnings a job logs when its data or its mask is not what the settings suggest."""
 
 import logging
 
+import torch
+
 from harmcore import pipeline
-from harmcore.config import Config, DataConfig, HarmDomainConfig
+from harmcore.config import Config, DataConfig, HarmDomainConfig, PruningConfig
 
 
 def _warnings(caplog, cfg, *counts):
@@ -28,3 +30,16 @@ def test_a_full_set_says_nothing_and_a_file_is_not_blamed_on_the_domain(caplog):
     cfg = Config(data=DataConfig(n_calibration=24, n_eval=24, harm_path="/data/harmful.jsonl"))
     (line,) = _warnings(caplog, cfg, 313, 10, 0, 10, 24)
     assert "10 harmful and 24 benign" in line and "held out" not in line
+
+
+def test_a_mask_that_prunes_nothing_says_which_q_would(caplog):
+    gen = torch.Generator().manual_seed(0)
+    harm = {f"m{i}": torch.rand(64, 4096, generator=gen) for i in range(2)}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="harmcore.pipeline"):
+        per_row = pipeline.select(harm, None, Config(sparsity=1e-5, pruning=PruningConfig(p=0.0, ranking="per_row")))
+        per_matrix = pipeline.select(harm, None, Config(sparsity=1e-5, pruning=PruningConfig(p=0.0)))
+    assert per_row.n_pruned == 0 and per_matrix.n_pruned == 2 * int(1e-5 * 64 * 4096)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "sparsity=1e-05 prunes no weight with pruning.ranking=per_row" in line
+    assert "the largest row has 4096 weights, so q >= 0.000244 is needed" in line
