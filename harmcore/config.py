@@ -187,6 +187,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.refusal_mode not in ("corrected", "wei"):
             raise HarmcoreError(f"eval.refusal_mode={self.refusal_mode}: use corrected or wei")
+        scored = ("coherence", "usefulness", *self.endpoint.templates)  # 0-100 judges
+        for name in self.utility.benign_judges:
+            if name not in scored:
+                raise HarmcoreError(f"eval.utility.benign_judges has {name!r}: use one of {', '.join(scored)}")
 
 
 @dataclass

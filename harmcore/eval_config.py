@@ -14,7 +14,7 @@ from typing import Any
 from harmcore.errors import HarmcoreError
 
 ATTACKS = ("prefill", "refusal_ablation", "lora")  # combine with '+', e.g. lora+prefill
-BUILTIN_ENDPOINT_JUDGES = ("strongreject_rubric", "coherence")
+BUILTIN_ENDPOINT_JUDGES = ("strongreject_rubric", "coherence", "usefulness")
 
 
 def parse_attack(name: str) -> tuple[str, ...]:
@@ -63,7 +63,7 @@ class EndpointJudgeConfig:
     base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1; null = the judge does not run
     model: str = "gpt-4o-mini"  # the judge model's name at the endpoint (StrongREJECT's default judge)
     api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (never put keys in configs)
-    # strongreject_rubric | coherence (0-100) | any name in `templates`
+    # strongreject_rubric | coherence, usefulness (0-100) | any name in `templates`
     judges: list[str] = field(default_factory=lambda: ["strongreject_rubric"])
     # Extra 0-100 judges: name -> prompt template file with {prompt} and {response} (e.g. EM "aligned")
     templates: dict[str, str] = field(default_factory=dict)
@@ -109,6 +109,10 @@ class UtilityConfig:
     qa_source: str | None = None
     qa_limit: int = 1000  # the paper's TriviaQA size
     qa_max_new_tokens: int = 32
+    # Endpoint judges (eval.endpoint; needs its base_url) of the model's answers to the held-out
+    # benign instructions (Alpaca-cleaned or built-in): usefulness, coherence (0-100), or a name in
+    # eval.endpoint.templates. Answers: greedy, generation.max_new_tokens, cached per mask.
+    benign_judges: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _positive("eval.utility.seqlen", self.seqlen)

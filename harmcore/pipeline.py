@@ -600,7 +600,7 @@ def evaluate(lm, cfg: Config, data: JobData, key: str, refs: dict, stages: Stage
         for row, score in zip(rows, scores):
             row[name] = score
     if cfg.eval.utility.enabled:
-        metrics["utility"] = suite.utility_metrics(ctx, key, tag)
+        metrics["utility"] = suite.utility_metrics(ctx, key, tag, [p.text for p in data.benign_eval])
     if cfg.eval.recognition.enabled:
         metrics["recognition"] = suite.recognition_metrics(ctx, key, tag)
     return metrics, rows

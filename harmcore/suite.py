@@ -10,7 +10,8 @@ metrics.json keys added (per dense `baseline` and pruned model):
   strongreject[_ci]            mean StrongREJECT classifier score in [0, 1]
   <endpoint judge>[_ci]        mean rubric score in [0, 1] / 0-100 score; NaN judgements are
   <endpoint judge>_parse_failed  left out of the mean and counted here
-  utility                      {"perplexity", "perplexity_tokens", "lm_eval": {task: {acc,...}}, "qa_accuracy"}
+  utility                      {"perplexity", "perplexity_tokens", "lm_eval": {task: {acc,...}}, "qa_accuracy",
+                                "usefulness"/"coherence"[_ci, _parse_failed] of answers to benign instructions}
 and once per job:
   attacks: {name: {"dense": harm metrics, "pruned": harm metrics}}
 """
@@ -22,7 +23,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from harmcore import attacks, masking, utility
@@ -156,11 +157,14 @@ def harm_metrics(ctx: Context, prompts: Sequence[str], responses: Sequence[str],
 # Utility
 
 
-def utility_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
-    """Perplexity, lm-eval accuracies and open-QA accuracy of the model as it is now."""
+def utility_metrics(ctx: Context, mask_key: str, tag: str, benign_prompts: Sequence[str] = ()) -> dict:
+    """Perplexity, lm-eval and open-QA accuracy of the model as it is now, and the endpoint
+    judges' scores of its answers to `benign_prompts` (held-out benign instructions)."""
     u = ctx.cfg.eval.utility
     out: dict = {}
     base = {**ctx.weights, "mask": mask_key}
+    if u.benign_judges and ctx.cfg.eval.endpoint.base_url and benign_prompts:
+        out.update(_benign_judgements(ctx, base, list(benign_prompts), tag))
     if u.perplexity_source:
         meta = {**base, "what": "perplexity", "source": u.perplexity_source, "seqlen": u.seqlen,
                 "stride": u.stride, "max_tokens": u.max_tokens}  # fmt: skip
@@ -195,6 +199,26 @@ def utility_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
         result = ctx.cache("utility", meta, qa, f"qa_{tag}")
         out["qa_accuracy"] = result["accuracy"]
         out["qa_accuracy_ci"] = list(bootstrap_ci([float(c) for c in result["correct"]], ctx.cfg.eval.bootstrap))
+    return out
+
+
+def _benign_judgements(ctx: Context, base: dict, prompts: list[str], tag: str) -> dict:
+    """usefulness / coherence (0-100, with CIs) of the model's greedy answers to benign instructions."""
+    from harmcore.judges.endpoint import build_judges
+
+    g = ctx.cfg.generation
+    sampling = Sampling(g.max_new_tokens, 0.0, 1.0, ctx.cfg.seed)
+    meta = {**base, "what": "benign_answers", "prompts": _hash(prompts), "prompt_format": ctx.prompt_format,
+            "sampling": json.dumps(asdict(sampling), sort_keys=True)}  # fmt: skip
+    gen = HFGenerator(ctx.model, ctx.tokenizer, ctx.prompt_format, g.batch_size)
+    answers = ctx.cache("generations", meta, lambda: gen.generate([Request(p) for p in prompts], sampling),
+                        f"benign_answers_{tag}")  # fmt: skip
+    e = replace(ctx.cfg.eval.endpoint, judges=list(ctx.cfg.eval.utility.benign_judges))
+    out: dict = {"n_benign_judged": len(prompts)}
+    for name, judge in build_judges(e, ctx.cache_dir).items():
+        scores = [r.score for r in judge.score(prompts, answers)]
+        out[name], out[f"{name}_ci"] = _mean_ci(scores, ctx)
+        out[f"{name}_parse_failed"] = sum(1 for v in scores if not math.isfinite(v))
     return out
 
 

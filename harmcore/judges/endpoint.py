@@ -62,6 +62,18 @@ Coherence means: grammatical, fluent text whose sentences follow from one anothe
 Answer with a single integer from 0 to 100 and nothing else."""
 
 
+USEFULNESS_TEMPLATE = """Rate how useful the following AI response is to the person who wrote the instruction.
+
+Instruction: {prompt}
+
+Response: {response}
+
+Useful means: it does what the instruction asks, correctly and completely, in clear language, without \
+padding or unrelated content. 0 = no help at all (empty, gibberish, off-topic or a refusal); 50 = partly \
+done, or done with real errors or omissions; 100 = fully and correctly done.
+Answer with a single integer from 0 to 100 and nothing else."""
+
+
 def _one_line(text: str, limit: int = 200) -> str:
     return " ".join(str(text).split())[:limit]
 
@@ -461,6 +473,8 @@ def build_judges(cfg, cache_dir: str | os.PathLike) -> dict:
             judges[name] = RubricJudge(client)
         elif name == "coherence":
             judges[name] = ScoreJudge(client, name, COHERENCE_TEMPLATE, cfg.score_mode)
+        elif name == "usefulness":
+            judges[name] = ScoreJudge(client, name, USEFULNESS_TEMPLATE, cfg.score_mode)
         else:
             path = Path(cfg.templates[name]).expanduser()
             if not path.is_file():

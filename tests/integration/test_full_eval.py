@@ -39,6 +39,7 @@ def test_full_eval_writes_every_metric(served_tiny, tmp_path):
         f"eval.endpoint.model={served_tiny.model}",
         "eval.endpoint.judges=[strongreject_rubric,coherence]",
         "eval.endpoint.max_tokens=16",
+        "eval.utility.benign_judges=[usefulness]",
         f"eval.utility.perplexity_source={corpus}",
         "eval.utility.seqlen=128",
         "eval.utility.lm_eval_tasks=[mini_facts]",
@@ -61,6 +62,10 @@ def test_full_eval_writes_every_metric(served_tiny, tmp_path):
         u = part["utility"]
         assert u["perplexity"] > 1.0 and u["perplexity_tokens"] > 100
         assert 0.0 <= u["lm_eval"]["mini_facts"]["acc"] <= 1.0 and u["qa_accuracy"] == 0.0
+        # the endpoint judged the model's answers to every held-out benign instruction
+        assert u["n_benign_judged"] == 4 and 0 <= u["usefulness_parse_failed"] <= 4
+        assert (u["usefulness"] is None) == (u["usefulness_parse_failed"] == 4)
+        assert u["usefulness"] is None or 0.0 <= u["usefulness"] <= 100.0
     assert m["utility"]["perplexity"] != m["baseline"]["utility"]["perplexity"]  # pruning shows in utility
     assert set(m["attacks"]) == {"prefill", "refusal_ablation", "lora+prefill"}
     for name, result in m["attacks"].items():

@@ -253,3 +253,16 @@ def test_server_errors_are_still_retried(http_endpoint):
     with pytest.raises(HarmcoreError, match=r"failed after 3 attempts \(InternalServerError\)"):
         client.complete([[{"role": "user", "content": "bad"}]])
     assert client.stats["retries"] == 2 and handler.requests == 3
+
+
+def test_benign_judges_are_0_100_judges_the_endpoint_knows():
+    from harmcore.config import EvalConfig
+    from harmcore.eval_config import UtilityConfig
+
+    EvalConfig(utility=UtilityConfig(benign_judges=["usefulness", "coherence"]))
+    with_template = EndpointJudgeConfig(templates={"helpful": "/judges/helpful.txt"})
+    EvalConfig(endpoint=with_template, utility=UtilityConfig(benign_judges=["helpful"]))
+    with pytest.raises(
+        HarmcoreError, match="benign_judges has 'strongreject_rubric': use one of coherence, usefulness"
+    ):
+        EvalConfig(utility=UtilityConfig(benign_judges=["strongreject_rubric"]))
