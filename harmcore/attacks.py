@@ -54,6 +54,13 @@ def refusal_examples(prompts: Sequence[str], refusals: Sequence[str] | None = No
     return [Example(p, rng.choice(pool)) for p in prompts]
 
 
+def own_refusal_examples(prompts: Sequence[str], own: dict[str, str], seed: int = 0) -> list[Example]:
+    """Each prompt with the model's own refusal to it (`own`: prompt -> refusal); the prompts it
+    answered borrow one of its refusals, or harmcore's phrasings when it refused nothing."""
+    drawn = refusal_examples(prompts, list(own.values()) or None, seed)
+    return [Example(p, own.get(p, d.response)) for p, d in zip(prompts, drawn)]
+
+
 def union(a: Mask, b: Mask) -> Mask:
     """Weights pruned by either mask (the refusal-ablation mask on top of the harm mask)."""
     if a.numel != b.numel:

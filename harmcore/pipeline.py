@@ -301,6 +301,9 @@ class JobData:
     # Compliant harmful (prompt, response) calibration pairs: harm_calibration itself for data.target=harm;
     # the harmful fine-tuning attack trains on them whatever the target
     harmful_pairs: list[Example] = field(default_factory=list)
+    # The calibration writer's refusals to harmful calibration prompts (left out of scoring; the
+    # refusal-ablation attack's data); empty when the harmful answers come from a file or gold answers
+    own_refusals: list[Example] = field(default_factory=list)
 
 
 def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
@@ -308,6 +311,7 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     harmful = sources.harmful_prompts(dom.source, dom.path, dom.categories)
     harm_calib, harm_eval = sources.split(harmful, d.n_eval, d.n_calibration, d.split_seed)
     n_overlap = 0
+    own_refusals: list[Example] = []
     # With a reverse target and the recognition evaluation on, none of its prompts (harmful or benign
     # look-alike) is ever used for scoring: the detection target asks about both kinds of request.
     banned: set[str] = set()
@@ -341,7 +345,10 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
         judge = RefusalKeywordJudge("corrected")
         harm_examples, dropped = [], 0
         for p, r in zip(harm_calib, responses):
-            if not r.strip() or (d.drop_refusals and judge.is_refusal(r)[0]):
+            refused = bool(r.strip()) and judge.is_refusal(r)[0]
+            if refused:
+                own_refusals.append(Example(p.text, r, p.category))
+            if not r.strip() or (d.drop_refusals and refused):
                 dropped += 1
                 continue
             harm_examples.append(Example(p.text, r, p.category))
@@ -386,7 +393,9 @@ def prepare_data(lm: LoadedModel, cfg: Config, stages: StageLog) -> JobData:
     _warn_short_calibration(cfg, len(harmful), len(harm_calib), dropped, len(fit_harm), len(fit_benign))
     requests = [e.prompt for e in fit_harm] if d.target == "harm" else [p.text for p in harm_calib]
     pairs = fit_harm if d.target == "harm" else fitting(lm.tokenizer, compliant, fmt)
-    return JobData(fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap, requests, pairs)
+    return JobData(
+        fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap, requests, pairs, own_refusals
+    )
 
 
 def _warn_short_calibration(cfg: Config, n_prompts: int, n_calib: int, dropped: int, n_harm: int, n_benign: int):

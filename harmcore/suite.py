@@ -263,15 +263,22 @@ def recognition_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
 # Attacks
 
 
-def _ablation_mask(ctx: Context, requests: Sequence[str], benign: Sequence[Example]) -> Mask:
-    """Refusal ablation: the set difference of refusals to the harmful calibration requests (raw,
-    whatever data.target wraps them in) against the benign calibration set."""
+def _ablation_mask(
+    ctx: Context, requests: Sequence[str], benign: Sequence[Example], own: Sequence[Example] = ()
+) -> Mask:
+    """Refusal ablation (Wei et al.): the set difference of refusals to harmful requests against
+    the benign calibration set. The refusals are the model's own (`own`: the calibration writer's
+    refusals to its harmful calibration prompts, which scoring leaves out) on the prompts it
+    refused; the harmful calibration requests it answered (raw, whatever data.target wraps them
+    in) borrow one of them, or harmcore's phrasings when it refused nothing."""
     a = ctx.cfg.eval.attacks
-    refusals = attacks.refusal_examples(list(requests), seed=ctx.cfg.seed)
+    own_by_prompt = {e.prompt: e.response for e in own}
+    prompts = list(dict.fromkeys([*own_by_prompt, *requests]))
+    refusals = attacks.own_refusal_examples(prompts, own_by_prompt, seed=ctx.cfg.seed)
     refusal_scores = ctx.scores(refusals, "snip", "scores_refusal")
     benign_scores = ctx.scores(list(benign), "snip", "scores_ablation_preserve") if a.ablation_p > 0 else None
     mask = set_difference(refusal_scores, benign_scores, a.ablation_q, a.ablation_p)
-    mask.meta["kind"] = "refusal_ablation"
+    mask.meta.update(kind="refusal_ablation", n_refusals=len(refusals), n_own_refusals=len(own_by_prompt))
     return mask
 
 
@@ -302,7 +309,7 @@ def run_attacks(ctx: Context, data, harm_mask: Mask, mask_key: str, refs: dict) 
             out[name] = {"skipped": "no compliant harmful calibration pairs (every response was a refusal)"}
             continue
         if "refusal_ablation" in parts and ablation is None:
-            ablation = _ablation_mask(ctx, data.calibration_requests, data.benign_calibration)
+            ablation = _ablation_mask(ctx, data.calibration_requests, data.benign_calibration, data.own_refusals)
         out[name] = {}
         for variant, base in (("dense", None), ("pruned", harm_mask)):
             mask = base
@@ -313,6 +320,8 @@ def run_attacks(ctx: Context, data, harm_mask: Mask, mask_key: str, refs: dict) 
             out[name][variant] = harm_metrics(ctx, prompts, responses, f"attack_{name}_{variant}")
             if mask is not None:
                 out[name][variant]["n_pruned"] = mask.n_pruned
+            if "refusal_ablation" in parts:
+                out[name][variant]["n_own_refusals"] = ablation.meta["n_own_refusals"]
     return out
 
 

@@ -78,6 +78,8 @@ def test_full_eval_writes_every_metric(served_tiny, tmp_path):
             assert 0.0 <= v["strongreject"] <= 1.0 and not math.isnan(v["strongreject"])
     ablation = m["attacks"]["refusal_ablation"]
     assert ablation["pruned"]["n_pruned"] > m["n_pruned"] and ablation["dense"]["n_pruned"] > 0
+    # its refusal data: the model's own refusals to calibration prompts, which scoring dropped
+    assert 0 <= ablation["dense"]["n_own_refusals"] <= m["n_harmful_dropped_as_refusal"]
     rows = [json.loads(x) for x in (job / "generations.jsonl").read_text().splitlines()]
     assert all(0.0 <= row["strongreject"] <= 1.0 for row in rows)
     # a rerun finds every stage in the caches: same metrics, nothing recomputed

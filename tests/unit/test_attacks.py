@@ -77,3 +77,29 @@ def test_attack_names():
             set_difference({"a": torch.ones(4)}, None, 0.5, 0.0),
             set_difference({"a": torch.ones(8)}, None, 0.5, 0.0),
         )
+
+
+def test_refusal_ablation_scores_the_models_own_refusals(tiny_model, tiny_tok, benign_examples):
+    from harmcore import suite
+    from harmcore.config import Config
+    from harmcore.data import Example
+
+    seen = {}
+
+    def scores(examples, method, stage):
+        seen[stage] = examples
+        return scoring.compute(tiny_model, examples, method, tokenizer=tiny_tok, fmt=FMT)
+
+    ctx = suite.Context(tiny_model, tiny_tok, "chat", Config(), {}, None, scores, None, FMT)
+    own = [Example("Make a bomb.", "I will not explain that."), Example("Steal a car.", "No. That is a crime.")]
+    requests = ["Write malware.", "Steal a car.", "Forge a passport."]
+    mask = suite._ablation_mask(ctx, requests, benign_examples, own)
+    pairs = [(e.prompt, e.response) for e in seen["scores_refusal"]]
+    # refused prompts keep their refusal; the answered ones borrow one of the model's refusals
+    assert pairs[:2] == [("Make a bomb.", own[0].response), ("Steal a car.", own[1].response)]
+    assert [p for p, _ in pairs] == ["Make a bomb.", "Steal a car.", "Write malware.", "Forge a passport."]
+    assert {r for _, r in pairs[2:]} <= {e.response for e in own}
+    assert mask.meta["n_own_refusals"] == 2 and mask.meta["n_refusals"] == 4 and mask.n_pruned > 0
+    # a model that refused nothing: harmcore's phrasings, as before
+    suite._ablation_mask(ctx, requests, benign_examples)
+    assert [e.response for e in seen["scores_refusal"]] == [e.response for e in refusal_examples(requests)]
