@@ -173,7 +173,7 @@ def test_non_harm_targets_keep_the_raw_requests_and_compliant_pairs_for_the_atta
     refuses the raw requests and the harmful fine-tuning attack still trains on harmful answers."""
     from types import SimpleNamespace
 
-    from harmcore import attacks, pipeline, suite
+    from harmcore import pipeline, suite
     from harmcore.config import Config, ModelConfig
 
     def job_data(target):
@@ -190,10 +190,12 @@ def test_non_harm_targets_keep_the_raw_requests_and_compliant_pairs_for_the_atta
     assert detection.harmful_pairs == harm.harmful_pairs  # the same compliant answers, unwrapped
     assert all(e.prompt not in detection.calibration_requests for e in detection.harm_calibration)
 
-    seen = []
-    monkeypatch.setattr(attacks, "refusal_examples", lambda requests, seed: seen.extend(requests) or [])
+    seen = {}
     monkeypatch.setattr(suite, "set_difference", lambda *a: SimpleNamespace(meta={}))
     cfg = Config(model=ModelConfig(name="tiny_random", builder="tiny_random"))
-    ctx = SimpleNamespace(cfg=cfg, scores=lambda examples, method, stage: {})
-    suite._ablation_mask(ctx, detection.calibration_requests, detection.benign_calibration)
-    assert seen == detection.calibration_requests and seen
+    ctx = SimpleNamespace(cfg=cfg, scores=lambda examples, method, stage: seen.setdefault(stage, examples) and {})
+    own = detection.own_refusals
+    suite._ablation_mask(ctx, detection.calibration_requests, detection.benign_calibration, own)
+    refused = [e.prompt for e in own]  # the model's own refusals first, then the raw requests it answered
+    want = refused + [r for r in detection.calibration_requests if r not in refused]
+    assert [e.prompt for e in seen["scores_refusal"]] == want and detection.calibration_requests
