@@ -83,17 +83,6 @@ def leading_special_ids(tokenizer) -> list[int]:
     return []
 
 
-def leading_special_text(tokenizer) -> str:
-    """`leading_special_ids` as text, for prompts rendered as text and encoded without special tokens."""
-    ids = leading_special_ids(tokenizer)
-    return "".join(tokenizer.convert_ids_to_tokens(ids)) if ids else ""
-
-
-def plain_prompt_text(tokenizer, prompt: str) -> str:
-    """The Q/A prompt of a model without a chat template, after its default leading special tokens."""
-    return leading_special_text(tokenizer) + qa_prompt(prompt)
-
-
 def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
@@ -101,7 +90,7 @@ def has_chat_template(tokenizer) -> bool:
 def chat_prompt_text(tokenizer, prompt: str, system_prompt: str | None = None) -> str:
     """The text a chat model sees before its answer (generation prompt included)."""
     if not has_chat_template(tokenizer):
-        return plain_prompt_text(tokenizer, prompt)
+        return qa_prompt(prompt)
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append({"role": "user", "content": prompt})
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -111,9 +100,16 @@ def _encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def prompt_ids(tokenizer, text: str, plain: bool) -> list[int]:
+    """Token ids of a rendered prompt: a chat template's text as it is (it writes its own special
+    tokens); a plain one (Q/A, raw) after the tokenizer's default leading special tokens, i.e.
+    exactly what `tokenizer(text)` starts with."""
+    return (leading_special_ids(tokenizer) if plain else []) + _encode(tokenizer, text)
+
+
 def _split_chat(tokenizer, ex: Example, spec: FormatSpec) -> tuple[str, str]:
     if not has_chat_template(tokenizer):
-        return plain_prompt_text(tokenizer, ex.prompt), " " + ex.response
+        return qa_prompt(ex.prompt), " " + ex.response
     messages = [{"role": "system", "content": spec.system_prompt}] if spec.system_prompt else []
     messages.append({"role": "user", "content": ex.prompt})
     prompt_text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -135,7 +131,10 @@ def _raw_lead(tokenizer, spec: FormatSpec) -> list[int]:
 def tokenize(tokenizer, examples: Sequence[Example], spec: FormatSpec = FormatSpec()) -> list[TokenizedExample]:
     """Turn examples into prompt/response token ids (see module docstring for the formats)."""
     out = []
-    lead = _raw_lead(tokenizer, spec) if spec.kind == "raw" else []
+    if spec.kind == "raw":
+        lead = _raw_lead(tokenizer, spec)
+    else:  # a template writes its own special tokens; the Q/A fallback gets the tokenizer's
+        lead = [] if has_chat_template(tokenizer) else leading_special_ids(tokenizer)
     for n, ex in enumerate(examples):
         if spec.kind == "raw":
             prompt_ids = lead + _encode(tokenizer, ex.prompt + "\n")
@@ -144,7 +143,7 @@ def tokenize(tokenizer, examples: Sequence[Example], spec: FormatSpec = FormatSp
                 response_ids = response_ids + [tokenizer.eos_token_id]
         else:
             prompt_text, response_text = _split_chat(tokenizer, ex, spec)
-            prompt_ids = _encode(tokenizer, prompt_text)
+            prompt_ids = lead + _encode(tokenizer, prompt_text)
             response_ids = _encode(tokenizer, response_text)
         room = spec.max_length - len(prompt_ids)
         response_ids = response_ids[: max(room, 0)]

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import torch
 
-from harmcore.data import chat_prompt_text, plain_prompt_text
+from harmcore.data import chat_prompt_text, has_chat_template, prompt_ids, qa_prompt
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,27 @@ class Generator(Protocol):
 
 def render(tokenizer, prompt: str, prompt_format: str = "chat", prefix: str = "") -> str:
     """The exact text the model continues: chat template (or Q/A) plus any prefilled prefix."""
-    text = chat_prompt_text(tokenizer, prompt) if prompt_format == "chat" else plain_prompt_text(tokenizer, prompt)
+    text = chat_prompt_text(tokenizer, prompt) if prompt_format == "chat" else qa_prompt(prompt)
     return text + prefix
+
+
+def encode(tokenizer, prompt: str, prompt_format: str = "chat", prefix: str = "") -> list[int]:
+    """The token ids the model continues: `render`'s text, after the tokenizer's default leading
+    special tokens (a BOS) when that text is a plain Q/A prompt rather than a chat template's."""
+    plain = prompt_format != "chat" or not has_chat_template(tokenizer)
+    return prompt_ids(tokenizer, render(tokenizer, prompt, prompt_format, prefix), plain)
+
+
+def _left_padded(rows: list[list[int]], pad_id: int | None) -> dict[str, torch.Tensor]:
+    """input_ids and attention_mask of token id lists, padded on the left (generation continues on the right)."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), 0 if pad_id is None else pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for b, row in enumerate(rows):
+        if row:
+            input_ids[b, width - len(row) :] = torch.tensor(row)
+            attention_mask[b, width - len(row) :] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 class HFGenerator:
@@ -74,37 +93,32 @@ class HFGenerator:
             return [texts * n for texts in self.sample(requests, sampling, 1)]
         tok = self.tokenizer
         texts = [render(tok, r.prompt, self.prompt_format, r.prefix) for r in requests]
+        encoded = [encode(tok, r.prompt, self.prompt_format, r.prefix) for r in requests]
         device = next(self.model.parameters()).device
-        pad_side = tok.padding_side
-        tok.padding_side = "left"
         outputs: list[list[str]] = [[] for _ in texts]
         # Longest prompts first: batches of similar length waste less padding.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         start = time.perf_counter()
-        try:
-            for b in range(0, len(order), self.batch_size):
-                idx = order[b : b + self.batch_size]
-                enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-                enc = {k: v.to(device) for k, v in enc.items()}
-                kwargs = dict(
-                    max_new_tokens=sampling.max_new_tokens,
-                    num_return_sequences=n,
-                    pad_token_id=tok.pad_token_id,
-                    eos_token_id=tok.eos_token_id,
-                )
-                if sampling.temperature > 0:
-                    torch.manual_seed(sampling.seed + b)
-                    kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-                else:
-                    kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-                out = self.model.generate(**enc, **kwargs)
-                new = out[:, enc["input_ids"].shape[1] :]
-                for row in range(new.shape[0]):  # n rows per prompt, in prompt order
-                    ids = new[row]
-                    count = int((ids != tok.pad_token_id).sum()) if tok.pad_token_id is not None else len(ids)
-                    self.stats["tokens"] += count
-                    outputs[idx[row // n]].append(tok.decode(ids, skip_special_tokens=True).strip())
-        finally:
-            tok.padding_side = pad_side
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b : b + self.batch_size]
+            enc = {k: v.to(device) for k, v in _left_padded([encoded[i] for i in idx], tok.pad_token_id).items()}
+            kwargs = dict(
+                max_new_tokens=sampling.max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+            if sampling.temperature > 0:
+                torch.manual_seed(sampling.seed + b)
+                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            out = self.model.generate(**enc, **kwargs)
+            new = out[:, enc["input_ids"].shape[1] :]
+            for row in range(new.shape[0]):  # n rows per prompt, in prompt order
+                ids = new[row]
+                count = int((ids != tok.pad_token_id).sum()) if tok.pad_token_id is not None else len(ids)
+                self.stats["tokens"] += count
+                outputs[idx[row // n]].append(tok.decode(ids, skip_special_tokens=True).strip())
         self.stats["seconds"] += time.perf_counter() - start
         return outputs

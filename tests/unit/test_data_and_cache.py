@@ -4,7 +4,7 @@ import torch
 from harmcore.cache import load_scores, save_scores, score_path
 from harmcore.data import Example, FormatSpec, collate, data_hash, leading_special_ids, tokenize
 from harmcore.errors import HarmcoreError
-from harmcore.generation import HFGenerator, Request, Sampling, render
+from harmcore.generation import HFGenerator, Request, Sampling, encode
 from harmcore.models import tiny_tokenizer
 
 
@@ -40,9 +40,13 @@ def test_plain_prompts_start_with_the_tokenizers_default_leading_tokens(tiny_tok
     assert off.prompt_ids == t.prompt_ids[1:]
     (plain,) = tokenize(tiny_tok, [ex])  # a tokenizer that adds nothing gets nothing
     assert plain.prompt_ids == off.prompt_ids
-    # Q/A prompts (base models): rendered as text, encoded without special tokens, BOS once
+    # Q/A prompts (base models): exactly what tokenizer(text) gives, BOS once
     want = bos_tok("Q: Hi?\nA:")["input_ids"]
-    assert bos_tok(render(bos_tok, "Hi?", "qa"), add_special_tokens=False)["input_ids"] == want
+    assert encode(bos_tok, "Hi?", "qa") == want and encode(tiny_tok, "Hi?", "qa") == want[1:]
+    chat = encode(bos_tok, "Hi?", "chat")  # a chat template writes its own special tokens: none added
+    text = bos_tok.apply_chat_template([{"role": "user", "content": "Hi?"}], tokenize=False, add_generation_prompt=True)
+    assert chat == bos_tok(text, add_special_tokens=False)["input_ids"]
+    assert chat[0] != bos
     bos_tok.chat_template = None  # chat format without a template falls back to the same Q/A prompt
     (qa,) = tokenize(bos_tok, [ex], FormatSpec(kind="chat"))
     assert list(qa.prompt_ids) == want
