@@ -410,7 +410,7 @@ def _warn_short_calibration(cfg: Config, n_prompts: int, n_calib: int, dropped: 
             "for evaluation (use a larger domain, e.g. harm_domain=advbench, or a file: data.harm_path)"
         )
     if dropped:
-        why.append(f"{dropped} harmful answers were refusals or empty (data.drop_refusals)")
+        why.append(f"harmful answers dropped as refusals or empty: {dropped} (data.drop_refusals)")
     log.warning(
         "scoring on %d harmful and %d benign calibration examples, not the %d each of data.n_calibration%s",
         n_harm,

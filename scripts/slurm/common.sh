@@ -32,7 +32,7 @@ running() {
   local f pid stat
   f=$(pid_file "$1")
   [ -s "$f" ] || return 1
-  pid=$(tr -dc 0-9 <"$f")
+  pid=$(tr -dc 0-9 2>/dev/null <"$f") # the daemon may remove its file between the test and the read
   [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] || return 1
   stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
   stat=${stat##*) } # the fields after "(comm) "; the first is the state

@@ -21,7 +21,7 @@ def test_a_small_domain_and_dropped_refusals_are_named(caplog):
     (line,) = _warnings(caplog, cfg, 313, 213, 13, 200, 412)
     assert "200 harmful and 412 benign" in line and "412 each of data.n_calibration" in line
     assert "harm_domain=all has 313 prompts and 100 are held out" in line and "harm_domain=advbench" in line
-    assert "13 harmful answers were refusals or empty" in line
+    assert "harmful answers dropped as refusals or empty: 13" in line
 
 
 def test_a_full_set_says_nothing_and_a_file_is_not_blamed_on_the_domain(caplog):
