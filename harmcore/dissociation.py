@@ -66,14 +66,9 @@ def target_examples(
     if target == "refusal":
         # A prompt the model refused keeps its own refusal; the others borrow one of the
         # model's refusals (harmcore's phrasings when it refused nothing).
-        refused = [bool(r.strip()) and judge.is_refusal(r)[0] for r in responses]
-        own = [r for r, k in zip(responses, refused) if k]
-        borrowed = iter(attacks.refusal_examples(prompts, own or None, seed))
-        out = []
-        for e, r, k in zip(harmful, responses, refused):
-            pick = next(borrowed).response
-            out.append(Example(e.prompt, r if k else pick, e.domain))
-        return out, 0
+        own = {p: r for p, r in zip(prompts, responses) if r.strip() and judge.is_refusal(r)[0]}
+        paired = attacks.own_refusal_examples(prompts, own, seed)
+        return [Example(e.prompt, x.response, e.domain) for e, x in zip(harmful, paired)], 0
     raise ValueError(f"no calibration recipe for target {target!r}")
 
 

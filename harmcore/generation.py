@@ -55,8 +55,12 @@ def render(tokenizer, prompt: str, prompt_format: str = "chat", prefix: str = ""
 def encode(tokenizer, prompt: str, prompt_format: str = "chat", prefix: str = "") -> list[int]:
     """The token ids the model continues: `render`'s text, after the tokenizer's default leading
     special tokens (a BOS) when that text is a plain Q/A prompt rather than a chat template's."""
-    plain = prompt_format != "chat" or not has_chat_template(tokenizer)
-    return prompt_ids(tokenizer, render(tokenizer, prompt, prompt_format, prefix), plain)
+    return prompt_ids(tokenizer, render(tokenizer, prompt, prompt_format, prefix), _plain(tokenizer, prompt_format))
+
+
+def _plain(tokenizer, prompt_format: str) -> bool:
+    """Whether `render` gives a plain Q/A prompt (no chat template to write the special tokens)."""
+    return prompt_format != "chat" or not has_chat_template(tokenizer)
 
 
 def _left_padded(rows: list[list[int]], pad_id: int | None) -> dict[str, torch.Tensor]:
@@ -93,7 +97,8 @@ class HFGenerator:
             return [texts * n for texts in self.sample(requests, sampling, 1)]
         tok = self.tokenizer
         texts = [render(tok, r.prompt, self.prompt_format, r.prefix) for r in requests]
-        encoded = [encode(tok, r.prompt, self.prompt_format, r.prefix) for r in requests]
+        plain = _plain(tok, self.prompt_format)
+        encoded = [prompt_ids(tok, text, plain) for text in texts]  # what `encode` gives, rendered once
         device = next(self.model.parameters()).device
         outputs: list[list[str]] = [[] for _ in texts]
         # Longest prompts first: batches of similar length waste less padding.
