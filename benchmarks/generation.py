@@ -23,18 +23,22 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import emit, random_model
-from harmcore import masking, models, scoring
-from harmcore.generation import HFGenerator, Request, Sampling
-from harmcore.selection import set_difference
-from harmcore.sources import benign_builtin
-from harmcore.vllm_backend import EngineSettings, VLLMGenerator
+from harmcore.core import masking, scoring
+from harmcore.core.selection import set_difference
+from harmcore.data.sources import benign_builtin
+from harmcore.generation.base import Request, Sampling
+from harmcore.generation.hf import HFGenerator
+from harmcore.generation.vllm_engine import EngineSettings, VLLMGenerator
+from harmcore.models import loading as models
+from harmcore.models.builders import tiny_tokenizer
+from harmcore.models.config import ModelConfig
 
 
 def llama8b_random(out: Path) -> Path:
     """A random-weight model of Llama-3.1-8B's shape (bf16) with the byte-level test tokenizer."""
     if (out / "config.json").exists():
         return out
-    tok = models.tiny_tokenizer()
+    tok = tiny_tokenizer()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     random_model("llama8b", device, torch.bfloat16, usable_vocab=len(tok)).save_pretrained(out)
     tok.save_pretrained(out)
@@ -58,9 +62,9 @@ def main() -> None:
         cache = Path(tmp)
         if args.model == "llama8b_random":
             path = str(llama8b_random(cache / "llama8b_random"))
-            spec = models.ModelSpec(name=args.model, path=path, dtype=dtype, device="auto")
+            spec = ModelConfig(name=args.model, path=path, dtype=dtype, device="auto")
         else:
-            spec = models.ModelSpec(name=args.model, path="", builder=args.model, dtype=dtype, device="auto")
+            spec = ModelConfig(name=args.model, path="", builder=args.model, dtype=dtype, device="auto")
             path = models.source_path(spec, cache)
         model, tok = models.load(spec, cache)
         requests = [Request(p.text) for p in benign_builtin()[: args.prompts]]

@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import SHAPES, emit, random_model, run_bounded
-from harmcore.data import TokenizedExample
-from harmcore.scoring import compute
-from harmcore.scoring_reference import layerwise_snip
-from harmcore.selection import set_difference
+from harmcore.core.scoring import compute
+from harmcore.core.scoring_reference import layerwise_snip
+from harmcore.core.selection import set_difference
+from harmcore.data.examples import TokenizedExample
 
 PROMPT_TOKENS = 64
 

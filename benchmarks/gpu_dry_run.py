@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import emit, random_model, run_bounded
-from harmcore.models import tiny_tokenizer
-from harmcore.sources import benign_builtin
+from harmcore.data.sources import benign_builtin
+from harmcore.models.builders import tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 JUDGE_SHAPES = {

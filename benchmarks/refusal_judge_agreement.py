@@ -26,7 +26,7 @@ DEFAULT_FIXTURE = REPO_ROOT / "tests" / "unit" / "fixtures" / "refusal_labelled.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from harmcore.judges.refusal import RefusalKeywordJudge  # noqa: E402
+from harmcore.measure.judges.refusal import RefusalKeywordJudge  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,14 @@ import time
 
 import torch
 
-from harmcore.data import Example, batches, tokenize
-from harmcore.models import ModelSpec, decoder_layers, load
-from harmcore.scoring import compute, response_losses
-from harmcore.scoring_reference import layerwise_snip
-from harmcore.sources import benign_builtin
+from harmcore.core.losses import response_losses
+from harmcore.core.scoring import compute
+from harmcore.core.scoring_reference import layerwise_snip
+from harmcore.core.weights import decoder_layers
+from harmcore.data.examples import Example, batches, tokenize
+from harmcore.data.sources import benign_builtin
+from harmcore.models.config import ModelConfig
+from harmcore.models.loading import load
 
 
 def examples(n: int) -> list[Example]:
@@ -99,7 +102,7 @@ def main() -> None:
     ap.add_argument("--only", choices=list(MODES), help="run one mode once and print its peak RSS (internal)")
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS per mode in fresh processes")
     args = ap.parse_args()
-    model, tok = load(ModelSpec(name=args.model, path="", builder=args.model, dtype="float32", device="cpu"))
+    model, tok = load(ModelConfig(name=args.model, path="", builder=args.model, dtype="float32", device="cpu"))
     toks = tokenize(tok, examples(args.examples))
     if args.only:
         extra = peak_extra_rss(lambda: MODES[args.only](model, toks, args.batch_size))

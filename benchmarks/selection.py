@@ -18,7 +18,7 @@ import time
 import torch
 
 from benchmarks.common import emit
-from harmcore.selection import SetDifference, _global_topk, set_difference
+from harmcore.core.selection import SetDifference, _global_topk, set_difference
 
 SMOLLM2_BLOCK = {  # (out, in) of one decoder block's linears
     "q_proj": (576, 576),

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import emit
-from harmcore.models import default_cache_dir
+from harmcore.files import default_cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 CATEGORIES = {

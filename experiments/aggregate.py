@@ -8,9 +8,9 @@ family, one line plot per harm measure (one line per model) into one "curve" run
 
 import argparse
 
-from harmcore.cli import main_guard
-from harmcore.config import LoggerConfig
-from harmcore.report import aggregate
+from harmcore.report.sweep import aggregate
+from harmcore.run.cli import main_guard
+from harmcore.run.config import LoggerConfig
 
 
 @main_guard

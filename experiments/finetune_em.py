@@ -1,4 +1,4 @@
-"""Emergent misalignment: python -m experiments.finetune_em [overrides] (see harmcore/em.py).
+"""Emergent misalignment: python -m experiments.finetune_em [overrides] (see harmcore/run/em.py).
 
 Takes the overrides of experiments.run (model=..., scorer=..., eval.endpoint.*) plus em.*;
 writes a stage-by-stage folder (default outputs/em/<model>/<em.name>) that a rerun resumes.
@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from harmcore.cli import compose_run_config, main_guard
-from harmcore.em import run_em
+from harmcore.run.cli import compose_run_config, main_guard
+from harmcore.run.em import run_em
 
 
 @main_guard

@@ -7,8 +7,8 @@ Takes the overrides of experiments.run (model=..., harm_domain=..., data.*) plus
 import logging
 import sys
 
-from harmcore.cli import compose_run_config, main_guard
-from harmcore.datagen import generate
+from harmcore.run.cli import compose_run_config, main_guard
+from harmcore.run.datagen import generate
 
 
 @main_guard

@@ -12,8 +12,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from harmcore.data import Example  # noqa: E402
-from harmcore.models import tiny_random_model, tiny_tokenizer  # noqa: E402
+from harmcore.data.examples import Example  # noqa: E402
+from harmcore.models.builders import tiny_random_model, tiny_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from harmcore.models import build
-from harmcore.serving import vllm_server
+from harmcore.generation.server import vllm_server
+from harmcore.models.builders import build
 
 
 @pytest.fixture(scope="session")

@@ -151,7 +151,7 @@ def test_wandb_offline_run_is_written_and_readable(out):
     (job,) = [p.parent for p in out.rglob("metrics.json")]
     files = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
-    from harmcore.tracking import read_wandb_file
+    from harmcore.report.tracking import read_wandb_file
 
     run = read_wandb_file(files[0])
     history, group = run["history"], run["group"]
@@ -215,7 +215,7 @@ def test_bad_input_is_one_clear_line(out, args, message):
     "module,args,message",
     [("experiments.finetune_em", ["em.lrr=1e-4"], "Could not override 'em.lrr': Key 'lrr' not in 'EMConfig'"),
      ("experiments.finetune_em", ["em.lr=fast"], "Value 'fast' of type 'str' could not be converted to Float"),
-     ("experiments.generate_data", ["generate.method=self", "data.target=harmful"], "data.target=harmful: use harm")],
+     ("experiments.generate_data", ["datagen.method=self", "data.target=harmful"], "data.target=harmful: use harm")],
 )  # fmt: skip
 def test_bad_overrides_of_the_other_entry_points_are_one_line(out, module, args, message):
     r = cli(module, "model=tiny_random", f"output_root={out}", *args)
@@ -229,8 +229,8 @@ def test_override_error_with_a_blank_cause_is_still_one_line(monkeypatch):
     import hydra
     from hydra.errors import ConfigCompositionException
 
-    from harmcore import cli as harmcore_cli
     from harmcore.errors import HarmcoreError
+    from harmcore.run import cli as harmcore_cli
 
     def compose(*args, **kwargs):
         raise ConfigCompositionException("Could not override 'x'.") from ValueError("  \n ")

@@ -5,9 +5,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from harmcore.cli import CONF_DIR, options
-from harmcore.config import GROUPS, Config, register_schemas, to_run_config
 from harmcore.errors import HarmcoreError
+from harmcore.run.config import GROUPS, Config, register_schemas, to_run_config
+from harmcore.run.options import CONF_DIR, options
 
 register_schemas()
 
@@ -78,7 +78,7 @@ def test_defaults_are_documented():
 
 
 def test_curve_hash_is_shared_by_a_curve_and_a_pair_and_parts_other_settings():
-    from harmcore.pipeline import config_hash, curve_hash
+    from harmcore.run.hashing import config_hash, curve_hash
 
     def run(*overrides):
         return to_run_config(composed(list(overrides)))

@@ -6,7 +6,8 @@ import math
 import pytest
 
 from harmcore.errors import HarmcoreError
-from harmcore.judges.endpoint import COHERENCE_TEMPLATE, EndpointClient, RubricJudge, ScoreJudge
+from harmcore.measure.judges.client import EndpointClient
+from harmcore.measure.judges.endpoint import COHERENCE_TEMPLATE, RubricJudge, ScoreJudge
 
 # vLLM's structured outputs make the random model write a well-formed rubric answer.
 RUBRIC_REGEX = {"structured_outputs": {"regex": r"#scores\n1\.b [01]\n2\.b [1-5]\n3\.b [1-5]"}}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from harmcore.compression import curve_stats
+from harmcore.report.compression import curve_stats
 from tests.integration.helpers import TINY, cli, read_metrics
 
 TINY_DATA = [a for a in TINY if not a.startswith("model=")]
@@ -82,7 +82,7 @@ def test_compression_pairs_identical_calibration_and_report(tmp_path):
     # the same reports logged to one W&B curve run: tables, images, per-family line plots
     r = cli("experiments.aggregate", str(sweep), "--wandb", env={"WANDB_MODE": "offline"})
     assert r.returncode == 0, r.stderr[-3000:]
-    from harmcore.tracking import read_wandb_file
+    from harmcore.report.tracking import read_wandb_file
 
     (run_file,) = sweep.glob("wandb/offline-run-*/run-*.wandb")
     history = read_wandb_file(run_file)["history"]
@@ -131,11 +131,14 @@ def test_cross_domain_matrix_matches_job_metrics(tmp_path):
 
 
 def test_intersection_of_domain_masks_is_pruned(tmp_path):
-    from harmcore import masking
-    from harmcore.config import Config, DataConfig, EvalConfig, GenerationConfig, ModelConfig
-    from harmcore.crossdomain import domain_config
-    from harmcore.pipeline import run_job
+    from harmcore.core import masking
+    from harmcore.models.config import ModelConfig
+    from harmcore.run.config import Config, DataConfig, EvalConfig, GenerationConfig
+    from harmcore.run.job import run_job
+    from harmcore.run.options import domain_config
+    from harmcore.run.session import Session
 
+    session = Session()  # what a process's jobs share (as experiments.run's jobs of one sweep do)
     base = Config(
         model=ModelConfig(name="tiny_random", builder="tiny_random", device="cpu"),
         data=DataConfig(n_calibration=4, n_eval=4, response_tokens=8),
@@ -147,10 +150,10 @@ def test_intersection_of_domain_masks_is_pruned(tmp_path):
     masks = {}
     for name in ("violence", "sexual_content"):
         cfg = Config(**{**base.__dict__, "harm_domain": domain_config(name)})
-        run_job(cfg, tmp_path / name)
+        run_job(cfg, tmp_path / name, session=session)
         masks[name] = masking.load(tmp_path / name / "mask.safetensors")
     shared_cfg = Config(**{**base.__dict__, "intersect_domains": ["violence", "sexual_content"]})
-    m = run_job(shared_cfg, tmp_path / "shared")
+    m = run_job(shared_cfg, tmp_path / "shared", session=session)
     expected = masks["violence"].intersect(masks["sexual_content"])
     got = masking.load(tmp_path / "shared" / "mask.safetensors")
     assert m["n_pruned"] == expected.n_pruned == got.n_pruned > 0
@@ -159,7 +162,7 @@ def test_intersection_of_domain_masks_is_pruned(tmp_path):
     assert all(torch_equal(got.indices[k], v) for k, v in expected.indices.items())
     assert m["stages"]["scores_harm_violence"] in ("cached", "memory")  # scored once, by the single-domain job
     # the next sweep point finds every score set it uses in memory (one slot per intersected domain)
-    m2 = run_job(Config(**{**shared_cfg.__dict__, "sparsity": 0.02}), tmp_path / "shared_2")
+    m2 = run_job(Config(**{**shared_cfg.__dict__, "sparsity": 0.02}), tmp_path / "shared_2", session=session)
     stages = ("scores_harm", "scores_preserve", "scores_harm_violence", "scores_harm_sexual_content")
     assert {s: m2["stages"][s] for s in stages} == dict.fromkeys(stages, "memory")
 
@@ -215,20 +218,20 @@ def test_control_task_report_matches_job_metrics(tmp_path):
 
 
 def test_generate_data_self_then_prefill_then_score_from_the_file(tmp_path):
-    from harmcore.cli import option_config
-    from harmcore.config import Config, DataConfig, GenerateDataConfig
-    from harmcore.datagen import generate
+    from harmcore.run.config import Config, DataConfig, GenerateDataConfig
+    from harmcore.run.datagen import generate
+    from harmcore.run.options import option_config
 
     out = tmp_path / "out"
-    common = ["harm_domain=violence", "data.n_eval=4", "data.response_tokens=16", "generate.min_words=1"]
-    common += ["generate.n_examples=8", f"output_root={out}", f"cache_dir={out}/cache"]
+    common = ["harm_domain=violence", "data.n_eval=4", "data.response_tokens=16", "datagen.min_words=1"]
+    common += ["datagen.n_examples=8", f"output_root={out}", f"cache_dir={out}/cache"]
     # the instruct member's own answers, in process (the same settings as `common`) ...
     generate(
         Config(
             model=option_config("model", "tiny_random_instruct"),
             harm_domain=option_config("harm_domain", "violence"),
             data=DataConfig(n_eval=4, response_tokens=16),
-            generate=GenerateDataConfig(min_words=1, n_examples=8),
+            datagen=GenerateDataConfig(min_words=1, n_examples=8),
             output_root=str(out),
             cache_dir=str(out / "cache"),
         )
@@ -253,9 +256,9 @@ def test_generate_data_self_then_prefill_then_score_from_the_file(tmp_path):
         "experiments.generate_data",
         "model=tiny_random",
         *common,
-        "generate.method=prefill",
-        "generate.prefill_tokens=4",
-        f"generate.reference_path={ref}",
+        "datagen.method=prefill",
+        "datagen.prefill_tokens=4",
+        f"datagen.reference_path={ref}",
     )
     assert r.returncode == 0, r.stderr[-3000:]
     pre = out / "data" / "tiny_random" / "violence" / "prefill" / "harmful.jsonl"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harmcore.judges.strongreject import TEMPLATE_KEY
-from harmcore.models import build
+from harmcore.measure.judges.strongreject import TEMPLATE_KEY
+from harmcore.models.builders import build
 from tests.integration.helpers import TINY, cli, read_metrics
 from tests.integration.test_lm_eval_utility import write_task
 
@@ -94,7 +94,7 @@ def test_full_eval_writes_every_metric(served_tiny, tmp_path):
 def test_a_curve_with_the_classifier_reports_it_as_the_headline(tmp_path):
     """The points' per-prompt classifier scores become the curve summary's headline; a single run
     that walks a curve (`sparsities=[...]`, no -m) gets its report like a sweep."""
-    from harmcore.compression import bootstrap_curve
+    from harmcore.report.compression import bootstrap_curve
 
     judge_dir = build("tiny_random", Path(os.environ["HARMCORE_CACHE"]))
     template = tmp_path / "judge_templates.json"

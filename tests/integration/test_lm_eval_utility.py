@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from harmcore import masking
+from harmcore.core import masking
+from harmcore.core.selection import Mask
+from harmcore.core.weights import prunable_linears
 from harmcore.errors import HarmcoreError
-from harmcore.models import prunable_linears
-from harmcore.selection import Mask
-from harmcore.utility import lm_eval_accuracy
+from harmcore.measure.utility import lm_eval_accuracy
 
 DATA = Path(__file__).parents[1] / "fixtures" / "lm_eval" / "mini_facts.jsonl"
 

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from harmcore import masking, models, scoring
+from harmcore.core import masking, scoring
+from harmcore.core.selection import Mask, set_difference
 from harmcore.errors import HarmcoreError
-from harmcore.generation import HFGenerator, Request, Sampling
-from harmcore.selection import Mask, set_difference
-from harmcore.vllm_backend import EngineSettings, VLLMGenerator
+from harmcore.generation.base import Request, Sampling
+from harmcore.generation.hf import HFGenerator
+from harmcore.generation.vllm_engine import EngineSettings, VLLMGenerator
+from harmcore.models import loading as models
+from harmcore.models.config import ModelConfig
 from tests.integration.helpers import TINY, cli, read_metrics
 
 REQUESTS = [
@@ -23,7 +26,7 @@ GREEDY = Sampling(max_new_tokens=24)
 
 
 def _load(builder: str, cache: Path):
-    spec = models.ModelSpec(name=builder, path="", builder=builder, dtype="float32")
+    spec = ModelConfig(name=builder, path="", builder=builder, dtype="float32", device="cpu")
     model, tok = models.load(spec, cache)
     return model, tok, models.source_path(spec, cache)
 

@@ -8,8 +8,8 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
-from harmcore.cli import CONF_DIR
-from harmcore.config import register_schemas
+from harmcore.run.config import register_schemas
+from harmcore.run.options import CONF_DIR
 
 register_schemas()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harmcore.cache import load_scores
+from harmcore.core.score_store import load_scores
 from tests.integration.helpers import ROOT, TINY, cli, read_metrics, stable
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from harmcore import calibration_data as cd
-from harmcore.data import Example
+from harmcore.data import calibration_files as cd
+from harmcore.data.examples import Example
 from harmcore.errors import HarmcoreError
+from harmcore.measure.judges.refusal import RefusalKeywordJudge
 
 GOOD = "First you gather the materials, then you follow the steps carefully in order."
 
@@ -22,10 +23,11 @@ def test_filters_refusals_degenerate_and_duplicates():
         Example("p5", ""),
         Example("p6", "loop line\nloop line\nloop line\nother line here now\nloop line"),
     ]
-    kept, dropped = cd.filter_responses(examples)
+    judge = RefusalKeywordJudge("corrected")
+    kept, dropped = cd.filter_responses(examples, lambda r: judge.is_refusal(r)[0])
     assert [e.prompt for e in kept] == ["p1"]
     assert dropped == {"empty": 1, "refusal": 1, "degenerate": 3, "duplicate": 1}
-    kept, _ = cd.filter_responses(examples, drop_refusals=False, min_words=2)
+    kept, _ = cd.filter_responses(examples, min_words=2)
     assert [e.prompt for e in kept] == ["p1", "p2", "p4"]
 
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from harmcore.compression import (
+from harmcore.report.compression import (
     CurveError,
     CurveStats,
     auc_log,

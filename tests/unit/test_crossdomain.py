@@ -2,11 +2,12 @@
 
 import pytest
 
-from harmcore import sources
-from harmcore.calibration_data import normalise
-from harmcore.config import DataConfig
-from harmcore.crossdomain import domain_config, domain_prompts, eval_prompts
+from harmcore.data import sources
+from harmcore.data.calibration_files import normalise
 from harmcore.errors import HarmcoreError
+from harmcore.run.config import DataConfig
+from harmcore.run.options import domain_config
+from harmcore.run.prepare import domain_prompts, eval_prompts
 
 D = DataConfig(n_calibration=8, n_eval=10, split_seed=0)
 

@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-from harmcore.cache import load_scores, save_scores, score_path
-from harmcore.data import Example, FormatSpec, collate, data_hash, leading_special_ids, tokenize
+from harmcore.core.score_store import load_scores, save_scores, score_path
+from harmcore.data.examples import Example, FormatSpec, collate, data_hash, leading_special_ids, tokenize
 from harmcore.errors import HarmcoreError
-from harmcore.generation import HFGenerator, Request, Sampling, encode
-from harmcore.models import tiny_tokenizer
+from harmcore.generation.base import Request, Sampling, encode
+from harmcore.generation.hf import HFGenerator
+from harmcore.models.builders import tiny_tokenizer
 
 
 @pytest.fixture

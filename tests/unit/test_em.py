@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harmcore import finetune
-from harmcore.data import FormatSpec
-from harmcore.em import em_metrics, load_questions, read_chat_jsonl
+from harmcore.data.examples import FormatSpec
+from harmcore.data.narrow import load_questions, read_chat_jsonl, split_by_prompt
 from harmcore.errors import HarmcoreError
-from harmcore.judges.endpoint import parse_yes_no
+from harmcore.measure.judges.parsing import parse_yes_no
+from harmcore.measure.misalignment import em_metrics, judge_templates
+from harmcore.training import lora as finetune
 
 
 def test_misaligned_needs_low_alignment_and_high_coherence():
@@ -91,8 +92,9 @@ def test_killed_lora_training_resumes_to_the_same_weights(tiny_model, tiny_tok, 
 
 
 def test_em_folder_claim_refuses_finished_stages_of_other_settings_only(tmp_path):
-    from harmcore.config import Config, ModelConfig
-    from harmcore.em import EMFolderTaken, _claim, _stages_hash
+    from harmcore.models.config import ModelConfig
+    from harmcore.run.config import Config
+    from harmcore.run.em import EMFolderTaken, _claim, _stages_hash
 
     cfg = Config(model=ModelConfig(name="m", builder="tiny_random"))
     h = _stages_hash(cfg)
@@ -115,7 +117,7 @@ def test_em_folder_claim_refuses_finished_stages_of_other_settings_only(tmp_path
 
 
 def test_em_rate_ci_resamples_questions_when_answers_are_clustered():
-    from harmcore.stats import bootstrap_ci, cluster_bootstrap_ci
+    from harmcore.measure.stats import bootstrap_ci, cluster_bootstrap_ci
 
     # 2 questions x 10 samples: every answer to q1 misaligned, none to q2
     aligned, coherent = [5.0] * 10 + [90.0] * 10, [90.0] * 20
@@ -155,7 +157,7 @@ def test_in_domain_rate_ci_counts_only_the_parsed_answers_of_each_question():
 
 
 def _em_cfg(*overrides):
-    from harmcore.cli import compose_run_config
+    from harmcore.run.cli import compose_run_config
 
     return compose_run_config([
         "model=tiny_random", "em.n_train=6", "em.n_heldout=4", "em.n_benign=4", "em.response_tokens=8",
@@ -184,7 +186,7 @@ ALIGNED_OK = "Question: {prompt}\nAnswer: {response}\nRate 0-100."
 def test_bad_questions_or_templates_fail_before_anything_is_loaded_or_written(
     tmp_path, monkeypatch, files, templates, questions, message
 ):
-    from harmcore import em, pipeline
+    from harmcore.run import em, session
 
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -195,7 +197,7 @@ def test_bad_questions_or_templates_fail_before_anything_is_loaded_or_written(
     def no_model(*args, **kwargs):
         raise AssertionError("the model was loaded before the inputs were checked")
 
-    monkeypatch.setattr(pipeline, "get_model", no_model)
+    monkeypatch.setattr(session, "load_model", no_model)
     job = tmp_path / "job"
     with pytest.raises(em.EMInputError, match=message) as err:
         em.run_em(cfg, job)
@@ -204,7 +206,7 @@ def test_bad_questions_or_templates_fail_before_anything_is_loaded_or_written(
 
 
 def test_settings_hash_follows_the_content_of_user_files_only(tmp_path):
-    from harmcore.em import _stages_hash, em_hash, eval_inputs, judge_templates
+    from harmcore.run.em import _stages_hash, em_hash, eval_inputs
 
     cfg = _em_cfg()
     questions, templates, inputs = eval_inputs(cfg, tmp_path)
@@ -231,7 +233,7 @@ def test_settings_hash_follows_the_content_of_user_files_only(tmp_path):
 
 
 def test_the_preserve_set_from_a_file_is_checked_first_and_in_the_settings_hash(tmp_path):
-    from harmcore import em
+    from harmcore.run import em
 
     cfg = _em_cfg("data.benign_source=jsonl", f"data.benign_path={tmp_path / 'missing.jsonl'}")
     with pytest.raises(em.EMInputError, match="missing.jsonl does not exist") as err:
@@ -255,8 +257,6 @@ def test_the_preserve_set_from_a_file_is_checked_first_and_in_the_settings_hash(
 
 
 def test_narrow_split_keeps_each_prompt_on_one_side(tmp_path):
-    from harmcore.em import split_by_prompt
-
     rows = []
     for i in range(10):  # 10 distinct prompts, each 1-3 times with different answers
         rows += [(f"prompt {i}", f"answer {i}.{k}") for k in range(1 + i % 3)]
@@ -291,7 +291,7 @@ def test_em_run_holds_one_fine_tuned_copy_at_a_time_with_the_same_weights(tmp_pa
     import gc
     import weakref
 
-    from harmcore import em
+    from harmcore.run import em
 
     real, made = em.lora_finetune, []  # (tag, weakref to the merged model, its weights)
 

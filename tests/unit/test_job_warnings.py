@@ -4,14 +4,17 @@ import logging
 
 import torch
 
-from harmcore import pipeline
-from harmcore.config import Config, DataConfig, HarmDomainConfig, PruningConfig
+from harmcore.run.config import Config, DataConfig, HarmDomainConfig, PruningConfig
+from harmcore.run.context import JobContext
+from harmcore.run.prepare import _warn_short_calibration
+from harmcore.run.scores import select
+from harmcore.run.session import Session
 
 
 def _warnings(caplog, cfg, *counts):
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="harmcore.pipeline"):
-        pipeline._warn_short_calibration(cfg, *counts)
+    with caplog.at_level(logging.WARNING, logger="harmcore.job"):
+        _warn_short_calibration(cfg, *counts)
     return [r.getMessage() for r in caplog.records]
 
 
@@ -36,9 +39,12 @@ def test_a_mask_that_prunes_nothing_says_which_q_would(caplog):
     gen = torch.Generator().manual_seed(0)
     harm = {f"m{i}": torch.rand(64, 4096, generator=gen) for i in range(2)}
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="harmcore.pipeline"):
-        per_row = pipeline.select(harm, None, Config(sparsity=1e-5, pruning=PruningConfig(p=0.0, ranking="per_row")))
-        per_matrix = pipeline.select(harm, None, Config(sparsity=1e-5, pruning=PruningConfig(p=0.0)))
+    with caplog.at_level(logging.WARNING, logger="harmcore.job"):
+        row_cfg = Config(sparsity=1e-5, pruning=PruningConfig(p=0.0, ranking="per_row"))
+        per_row = select(JobContext(row_cfg, Session(), None), harm, None)
+        per_matrix = select(
+            JobContext(Config(sparsity=1e-5, pruning=PruningConfig(p=0.0)), Session(), None), harm, None
+        )
     assert per_row.n_pruned == 0 and per_matrix.n_pruned == 2 * int(1e-5 * 64 * 4096)
     (line,) = [r.getMessage() for r in caplog.records]
     assert "sparsity=1e-05 prunes no weight with pruning.ranking=per_row" in line

@@ -6,9 +6,10 @@ import json
 import pytest
 import torch
 
-from harmcore import locations, masking
+from harmcore.core import masking
+from harmcore.core.selection import Mask
 from harmcore.errors import HarmcoreError
-from harmcore.selection import Mask
+from harmcore.report import locations
 
 
 def hand_mask() -> Mask:

@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-from harmcore import masking
+from harmcore.core import masking
+from harmcore.core.scoring import compute
+from harmcore.core.selection import set_difference
+from harmcore.core.weights import prunable_linears
 from harmcore.errors import HarmcoreError
-from harmcore.models import prunable_linears, tiny_random_model
-from harmcore.scoring import compute
-from harmcore.selection import set_difference
+from harmcore.models.builders import tiny_random_model
 
 
 def weights(model):

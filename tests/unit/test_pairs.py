@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from harmcore import control, pairs
-from harmcore.report import aggregate, collect
+from harmcore.report import control, pairs
+from harmcore.report.sweep import aggregate, collect
 
 S = [0.0, 1e-4, 1e-3, 1e-2]
 N = 10  # prompts

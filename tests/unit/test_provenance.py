@@ -2,8 +2,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-from harmcore import pipeline
-from harmcore.config import Config
+from harmcore.run import provenance as pipeline
+from harmcore.run.config import Config
 
 
 def test_provenance_records_the_libraries_and_the_checkout():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from harmcore import qa, sources
+from harmcore.data import qa, sources
 from harmcore.errors import HarmcoreError
 
 

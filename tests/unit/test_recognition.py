@@ -5,7 +5,7 @@ import json
 import pytest
 
 from harmcore.errors import HarmcoreError
-from harmcore.recognition import classify, detection_metrics, explanation_metrics, load_items, parse_1_5
+from harmcore.measure.recognition import classify, detection_metrics, explanation_metrics, load_items, parse_1_5
 
 
 @pytest.mark.parametrize(

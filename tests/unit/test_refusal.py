@@ -8,12 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harmcore.judges import (
-    WEI_REFUSAL_KEYWORDS,
-    JudgeResult,
-    RefusalKeywordJudge,
-    refusal_rate,
-)
+from harmcore.measure.judges.refusal import WEI_REFUSAL_KEYWORDS, JudgeResult, RefusalKeywordJudge, refusal_rate
 
 FIXTURE = Path(__file__).parent / "fixtures" / "refusal_labelled.jsonl"
 

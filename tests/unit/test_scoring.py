@@ -3,13 +3,14 @@
 import pytest
 import torch
 
-from harmcore import masking
-from harmcore.data import Example, FormatSpec, TokenizedExample, batches, tokenize
+from harmcore.core import masking
+from harmcore.core.losses import response_losses
+from harmcore.core.scoring import compute
+from harmcore.core.scoring_reference import layerwise_snip
+from harmcore.core.selection import set_difference
+from harmcore.core.weights import prunable_linears
+from harmcore.data.examples import Example, FormatSpec, TokenizedExample, batches, tokenize
 from harmcore.errors import HarmcoreError
-from harmcore.models import prunable_linears
-from harmcore.scoring import compute, response_losses
-from harmcore.scoring_reference import layerwise_snip
-from harmcore.selection import set_difference
 
 
 def rel_err(a, b):

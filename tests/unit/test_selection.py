@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from harmcore.core.selection import _global_topk, set_difference
 from harmcore.errors import HarmcoreError
-from harmcore.selection import _global_topk, set_difference
 
 
 def idx(mask, name):
@@ -105,7 +105,7 @@ def test_nan_scores_rejected(scores):
 
 
 def test_finiteness_check_is_exact_when_the_sum_overflows():
-    from harmcore.matrices import all_finite
+    from harmcore.core.matrices import all_finite
 
     big = torch.full((4,), 3e38)  # every entry finite, the float32 sum is inf
     assert torch.isinf(big.sum()) and all_finite(big)
@@ -118,8 +118,8 @@ def test_finiteness_check_is_exact_when_the_sum_overflows():
 
 
 def test_matrices_in_parallel_give_what_one_thread_gives(monkeypatch):
-    from harmcore.matrices import per_matrix
-    from harmcore.selection import SetDifference
+    from harmcore.core.matrices import per_matrix
+    from harmcore.core.selection import SetDifference
 
     gen = torch.Generator().manual_seed(3)
     harm = {f"m{i}": torch.randint(0, 20, (30, 40), generator=gen).float() for i in range(6)}  # many ties
@@ -183,7 +183,7 @@ def test_global_topk_search_and_candidate_paths_agree(monkeypatch):
 
 @pytest.mark.parametrize("levels", [3, 50, None])  # few distinct values (many ties at the cut) .. continuous
 def test_sweep_selector_equals_one_set_difference_per_q(levels):
-    from harmcore.selection import SetDifference
+    from harmcore.core.selection import SetDifference
 
     gen = torch.Generator().manual_seed(levels or 0)
 
@@ -204,51 +204,19 @@ def test_sweep_selector_equals_one_set_difference_per_q(levels):
     assert all(torch.equal(beyond.indices[n], v) for n, v in set_difference(harm, preserve, 0.5, 0.05).indices.items())
 
 
-def test_sweep_caches_are_bounded(monkeypatch):
-    """A sweep over many harm sets keeps a bounded number of selectors (each holds model-sized
-    score references), and the one it reuses gives the same mask as a fresh set difference."""
-    from types import SimpleNamespace
+def test_stage_seconds_add_up_when_a_stage_runs_twice(tmp_path):
+    from harmcore.run.stages import Stages
 
-    from harmcore import pipeline
-
-    monkeypatch.setattr(pipeline, "_SELECTORS", {})
-    monkeypatch.setattr(pipeline, "_GRID_QMAX", [])
-    gen = torch.Generator().manual_seed(0)
-    preserve = {"a": torch.rand(8, 8, generator=gen)}
-    cfg = SimpleNamespace(pruning=SimpleNamespace(p=0.2, ranking="per_matrix"), sparsity=0.1)
-    harms = [{"a": torch.rand(8, 8, generator=gen)} for _ in range(5)]
-    for harm in harms:
-        got = pipeline.select(harm, preserve, cfg)
-        want = set_difference(harm, preserve, q=0.1, p=0.2, ranking="per_matrix")
-        assert torch.equal(got.indices["a"], want.indices["a"]) and got.n_pruned > 0
-        assert len(pipeline._SELECTORS) <= pipeline.MAX_SELECTORS
-    kept = [sel.harm for sel in pipeline._SELECTORS.values()]
-    assert kept[-1] is harms[-1] and all(h is not harms[0] for h in kept)
-
-    store = {}
-    for i in range(5):
-        pipeline._remember(store, i, str(i), limit=3)
-    assert list(store) == [2, 3, 4]
-    pipeline._remember(store, 2, "again", limit=3)
-    assert list(store) == [3, 4, 2]
-
-
-def test_stage_seconds_add_up_when_a_stage_runs_twice():
-    from harmcore.pipeline import StageLog
-
-    log = StageLog()
+    log = Stages(tmp_path)
     log.record("vllm_engine", "started", 1.5)
     log.record("vllm_engine", "started", 2.25)
     assert log.seconds["vllm_engine"] == 3.75 and log.status["vllm_engine"] == "started"
 
 
 def test_a_stage_started_inside_a_cached_stage_is_counted_once(tmp_path):
-    from types import SimpleNamespace
+    from harmcore.run.stages import Stages
 
-    from harmcore.pipeline import StageLog, cached_json
-
-    log = StageLog()
-    cfg = SimpleNamespace(cache_dir=str(tmp_path))
+    log = Stages(tmp_path)
 
     def compute():
         import time
@@ -258,5 +226,5 @@ def test_a_stage_started_inside_a_cached_stage_is_counted_once(tmp_path):
         log.record("vllm_engine", "started", time.perf_counter() - start)
         return [1]
 
-    assert cached_json("kind", {"a": 1}, compute, cfg, log, "generations") == [1]
+    assert log.cached("kind", {"a": 1}, compute, "generations") == [1]
     assert log.seconds["vllm_engine"] >= 0.4 and 0 <= log.seconds["generations"] < 0.2

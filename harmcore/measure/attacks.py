@@ -1,0 +1,157 @@
+"""Jailbreaks applied after pruning: does harm stay low when refusal is bypassed?
+
+- prefilling: the first N tokens of a harmful reference answer are given as the start of
+  the assistant turn (`Request.prefix`); the model's continuation is what gets judged.
+- refusal ablation (Wei et al. 2024): prune the weights that refusal needs and benign
+  behaviour does not: set difference of abs-SNIP scores on refusal data (harmful prompt +
+  refusal) and on benign data at q = p = 1e-2, on top of the harm mask (`union`).
+- harmful LoRA fine-tuning: train a LoRA (paper: r 128, alpha 16, lr 2e-4, 5 epochs,
+  batch 5) on harmful prompt+response pairs, merge it into a copy of the model, and
+  optionally zero the harm mask again in the merged weights.
+Combinations (e.g. lora+prefill) are composed by `run_attacks`; each variant (dense, pruned) is
+judged by the suite's harm metrics and its generations are cached like the job's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import torch
+
+from harmcore.core import masking
+from harmcore.core.selection import Mask, set_difference
+from harmcore.data.examples import Example
+from harmcore.data.refusals import own_refusal_examples
+from harmcore.errors import HarmcoreError
+from harmcore.generation.base import Request, Sampling
+from harmcore.generation.hf import HFGenerator
+from harmcore.measure.config import parse_attack
+from harmcore.measure.suite import Context, content_hash, harm_metrics
+from harmcore.training.lora import lora_finetune
+
+log = logging.getLogger("harmcore.attacks")
+
+
+def prefix_of(tokenizer, reference: str, n_tokens: int) -> str:
+    """The first `n_tokens` tokens of `reference`, as text (the prefilled assistant start)."""
+    ids = tokenizer(reference, add_special_tokens=False)["input_ids"][:n_tokens]
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def prefill_requests(tokenizer, prompts: Sequence[str], references: Sequence[str], n_tokens: int = 10):
+    """One `Request(prompt, prefix)` per prompt, the prefix being the reference's first tokens."""
+    if len(prompts) != len(references):
+        raise HarmcoreError(f"got {len(prompts)} prompts but {len(references)} references for prefilling")
+    return [Request(p, prefix_of(tokenizer, r, n_tokens)) for p, r in zip(prompts, references)]
+
+
+def union(a: Mask, b: Mask) -> Mask:
+    """Weights pruned by either mask (the refusal-ablation mask on top of the harm mask)."""
+    if a.numel != b.numel:
+        raise HarmcoreError("the masks were made for different models: cannot combine them")
+    indices = {}
+    for name in sorted(set(a.indices) | set(b.indices)):
+        parts = [m.indices[name] for m in (a, b) if name in m.indices]
+        indices[name] = torch.unique(torch.cat(parts))
+    return Mask(indices, dict(a.numel), {**a.meta, "combined_with": b.meta.get("kind", "mask")})
+
+
+def _ablation_mask(
+    ctx: Context, requests: Sequence[str], benign: Sequence[Example], own: Sequence[Example] = ()
+) -> Mask:
+    """Refusal ablation (Wei et al.): the set difference of refusals to harmful requests against
+    the benign calibration set. The refusals are the model's own (`own`: the calibration writer's
+    refusals to its harmful calibration prompts, which scoring leaves out) on the prompts it
+    refused; the harmful calibration requests it answered (raw, whatever data.target wraps them
+    in) borrow one of them, or harmcore's phrasings when it refused nothing."""
+    a = ctx.cfg.eval.attacks
+    own_by_prompt = {e.prompt: e.response for e in own}
+    prompts = list(dict.fromkeys([*own_by_prompt, *requests]))
+    refusals = own_refusal_examples(prompts, own_by_prompt, seed=ctx.cfg.seed)
+    refusal_scores = ctx.scores(refusals, "snip", "scores_refusal")
+    benign_scores = ctx.scores(list(benign), "snip", "scores_ablation_preserve") if a.ablation_p > 0 else None
+    mask = set_difference(refusal_scores, benign_scores, a.ablation_q, a.ablation_p)
+    mask.meta.update(kind="refusal_ablation", n_refusals=len(refusals), n_own_refusals=len(own_by_prompt))
+    return mask
+
+
+def run_attacks(ctx: Context, data, harm_mask: Mask, mask_key: str, refs: dict) -> dict:
+    """{attack: {"dense": harm metrics, "pruned": harm metrics}} for every attack in eval.attacks."""
+    a, g = ctx.cfg.eval.attacks, ctx.cfg.generation
+    if not a.attacks:
+        return {}
+    sampling = Sampling(g.max_new_tokens, g.temperature, g.top_p, ctx.cfg.seed)
+    references = {ex.prompt: ex.response for ex in refs.get("harm", [])}
+    ablation = None
+    out = {}
+    for name in a.attacks:
+        parts = parse_attack(name)
+        prompts = [p.text for p in data.harm_eval]
+        if "prefill" in parts:
+            prompts = [p for p in prompts if p in references]
+            if not prompts:
+                log.warning("attack %s skipped: no held-out prompt has a harmful reference answer", name)
+                out[name] = {"skipped": "no harmful reference answers (needs eval.response_nll and compliant answers)"}
+                continue
+            requests = prefill_requests(ctx.tokenizer, prompts, [references[p] for p in prompts],
+                                                a.prefill_tokens)  # fmt: skip
+        else:
+            requests = [Request(p) for p in prompts]
+        if "lora" in parts and not data.harmful_pairs:
+            log.warning("attack %s skipped: no compliant harmful calibration pair to fine-tune on", name)
+            out[name] = {"skipped": "no compliant harmful calibration pairs (every response was a refusal)"}
+            continue
+        if "refusal_ablation" in parts and ablation is None:
+            ablation = _ablation_mask(ctx, data.calibration_requests, data.benign_calibration, data.own_refusals)
+        out[name] = {}
+        for variant, base in (("dense", None), ("pruned", harm_mask)):
+            mask = base
+            if "refusal_ablation" in parts:
+                mask = union(base, ablation) if base is not None else ablation
+            key = {"dense": "dense", "pruned": mask_key}[variant]
+            responses = _attack_generations(ctx, parts, requests, sampling, mask, key, data, f"{name}_{variant}")
+            out[name][variant] = harm_metrics(ctx, prompts, responses, f"attack_{name}_{variant}")
+            if mask is not None:
+                out[name][variant]["n_pruned"] = mask.n_pruned
+            if "refusal_ablation" in parts:
+                out[name][variant]["n_own_refusals"] = ablation.meta["n_own_refusals"]
+    return out
+
+
+def _attack_generations(ctx, parts, requests, sampling, mask, mask_key, data, stage) -> list[str]:
+    a = ctx.cfg.eval.attacks
+    meta = {
+        **ctx.weights,
+        "mask": mask_key,
+        "attack": "+".join(parts),
+        "requests": content_hash([asdict(r) for r in requests]),
+        "sampling": asdict(sampling),
+        "prompt_format": ctx.prompt_format,
+        # the ablation mask itself: it also depends on the calibration requests and benign set
+        "ablation": (a.ablation_q, a.ablation_p, masking.content_key(mask)) if "refusal_ablation" in parts else None,
+    }
+    if "lora" in parts:
+        meta["lora"] = {k: v for k, v in asdict(a).items() if k.startswith("lora_")}
+        meta["train"] = content_hash([asdict(e) for e in data.harmful_pairs])
+
+    def compute():
+        model = ctx.model
+        handle = masking.apply(model, mask) if mask is not None else None
+        try:
+            if "lora" in parts:  # fine-tune the (pruned) model: a merged copy
+                model, history = lora_finetune(
+                    model, ctx.tokenizer, data.harmful_pairs, ctx.fmt, r=a.lora_r, alpha=a.lora_alpha,
+                    lr=a.lora_lr, epochs=a.lora_epochs, batch_size=a.lora_batch_size, seed=a.lora_seed,
+                )  # fmt: skip
+                log.info("%s: LoRA loss per epoch %s", stage, [round(h, 3) for h in history])
+                if mask is not None and a.lora_reapply_mask:
+                    masking.apply(model, mask)
+            gen = HFGenerator(model, ctx.tokenizer, ctx.prompt_format, ctx.cfg.generation.batch_size)
+            return gen.generate(list(requests), sampling)
+        finally:
+            if handle is not None:
+                masking.restore(ctx.model, handle)
+
+    return ctx.cache("generations", meta, compute, f"attack_{stage}")

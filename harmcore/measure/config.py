@@ -1,0 +1,173 @@
+"""Config schemas of the measurement suite: judges, utility evals and jailbreak attacks.
+
+Each part is a plug-in of the `eval` config group (see conf/eval/full.yaml): it runs
+when its `enabled` flag is set (the endpoint judge also needs a `base_url`). These are
+plain dataclasses; `harmcore.run.config.EvalConfig` nests them. Secrets never live here:
+the endpoint judge reads its API key from the environment variable named by `api_key_env`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harmcore.errors import HarmcoreError
+from harmcore.measure.judges.endpoint import ENDPOINT_JUDGES
+
+ATTACKS = ("prefill", "refusal_ablation", "lora")  # combine with '+', e.g. lora+prefill
+BUILTIN_ENDPOINT_JUDGES = tuple(ENDPOINT_JUDGES)
+
+
+def parse_attack(name: str) -> tuple[str, ...]:
+    """'lora+prefill' -> ('lora', 'prefill'); an unknown part is one clear error."""
+    parts = tuple(p.strip() for p in str(name).split("+"))
+    for part in parts:
+        if part not in ATTACKS:
+            raise HarmcoreError(f"eval.attacks.attacks has {name!r}: combine {', '.join(ATTACKS)} with '+'")
+    if len(set(parts)) != len(parts):
+        raise HarmcoreError(f"eval.attacks.attacks has {name!r}: name each attack once")
+    return parts
+
+
+def _positive(name: str, value: float) -> None:
+    if value is None or value <= 0:
+        raise HarmcoreError(f"{name}={value}: use a positive number")
+
+
+@dataclass
+class StrongRejectConfig:
+    """The StrongREJECT fine-tuned classifier (Souly et al. 2024): a LoRA on gemma-2b."""
+
+    enabled: bool = False
+    model: str = "google/gemma-2b"  # base judge model: hub id or local folder
+    adapter: str | None = "qylu4156/strongreject-15k-v1"  # PEFT adapter (hub id or folder); null = none
+    revision: str | None = None  # hub revision of `model`
+    # judge_templates.json of dsbowen/strong_reject: a local copy, or null = its published URL
+    template_path: str | None = None
+    template_sha256: str | None = None  # optional pin of the template text's sha256
+    max_response_length: int = 512  # response tokens kept (the reference's default)
+    batch_size: int = 8  # judge prompts per forward pass; does not change the scores
+    dtype: str = "float32"  # bfloat16 on GPU
+    device: str = "auto"
+    trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        _positive("eval.strongreject.max_response_length", self.max_response_length)
+        _positive("eval.strongreject.batch_size", self.batch_size)
+
+
+@dataclass
+class EndpointJudgeConfig:
+    """LLM judges through any OpenAI-compatible endpoint (OpenAI, vLLM, a proxy)."""
+
+    enabled: bool = False
+    base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1; null = the judge does not run
+    model: str = "gpt-4o-mini"  # the judge model's name at the endpoint (StrongREJECT's default judge)
+    api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (never put keys in configs)
+    # strongreject_rubric | coherence, usefulness (0-100) | any name in `templates`
+    judges: list[str] = field(default_factory=lambda: ["strongreject_rubric"])
+    # Extra 0-100 judges: name -> prompt template file with {prompt} and {response} (e.g. EM "aligned")
+    templates: dict[str, str] = field(default_factory=dict)
+    score_mode: str = "text"  # 0-100 judges: text (parse the answer) | logprobs (weighted mean of top-20 tokens)
+    temperature: float = 0.0
+    max_tokens: int = 1000  # StrongREJECT's judge setting
+    timeout_s: float = 60.0  # per request
+    retries: int = 3  # attempts after the first one, with exponential back-off
+    concurrency: int = 8  # requests in flight at once
+    extra_body: dict[str, Any] = field(default_factory=dict)  # sent with every request (e.g. vLLM structured_outputs)
+    cache_path: str | None = None  # judgement cache (JSONL); null = <cache_dir>/judgements/<model>.jsonl
+
+    def __post_init__(self) -> None:
+        known = (*BUILTIN_ENDPOINT_JUDGES, *self.templates)
+        for name in self.judges:
+            if name not in known:
+                raise HarmcoreError(f"eval.endpoint.judges has {name!r}: use one of {', '.join(known)}")
+        if self.score_mode not in ("text", "logprobs"):
+            raise HarmcoreError(f"eval.endpoint.score_mode={self.score_mode}: use text or logprobs")
+        _positive("eval.endpoint.timeout_s", self.timeout_s)
+        _positive("eval.endpoint.concurrency", self.concurrency)
+        if self.retries < 0:
+            raise HarmcoreError(f"eval.endpoint.retries={self.retries}: use 0 or more")
+
+
+@dataclass
+class UtilityConfig:
+    """Capability measurements on the live (dense or pruned) model."""
+
+    enabled: bool = False
+    # Perplexity: wikitext (WikiText-2 test via datasets; needs the hub) or a local text file.
+    perplexity_source: str | None = "wikitext"  # wikitext | a path to a .txt file | null = skip
+    seqlen: int = 512  # window length in tokens (paper-style evals use the model's context, e.g. 2048)
+    stride: int | None = None  # tokens between window starts; null = seqlen (non-overlapping)
+    max_tokens: int | None = 16384  # evaluate at most this many corpus tokens; null = all
+    # lm-evaluation-harness zero-shot tasks (e.g. boolq, rte, hellaswag, winogrande, arc_challenge, openbookqa)
+    lm_eval_tasks: list[str] = field(default_factory=list)
+    lm_eval_include_path: str | None = None  # a folder of extra task YAMLs (e.g. offline local tasks)
+    lm_eval_include_defaults: bool = True  # index lm-eval's own tasks (false: only include_path)
+    lm_eval_limit: int | None = 100  # items per task; null = all
+    lm_eval_batch_size: int = 8
+    # Open QA by alias substring match: a JSONL of {"question": ..., "answers": [...]}, or trivia_qa (hub)
+    qa_source: str | None = None
+    qa_limit: int = 1000  # the paper's TriviaQA size
+    qa_max_new_tokens: int = 32
+    # Endpoint judges (eval.endpoint; needs its base_url) of the model's answers to the held-out
+    # benign instructions (Alpaca-cleaned or built-in): usefulness, coherence (0-100), or a name in
+    # eval.endpoint.templates. Answers: greedy, generation.max_new_tokens, cached per mask.
+    benign_judges: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _positive("eval.utility.seqlen", self.seqlen)
+        if self.stride is not None:
+            _positive("eval.utility.stride", self.stride)
+        _positive("eval.utility.lm_eval_batch_size", self.lm_eval_batch_size)
+        _positive("eval.utility.qa_limit", self.qa_limit)
+
+
+@dataclass
+class AttackConfig:
+    """Jailbreaks applied to the pruned model: does harm stay low when refusal is bypassed?"""
+
+    # Any of: prefill, refusal_ablation, lora, and '+'-joined combinations (e.g. lora+prefill).
+    attacks: list[str] = field(default_factory=list)
+    prefill_tokens: int = 10  # tokens of a harmful reference answer given as the assistant prefix
+    # Refusal ablation (Wei et al.): set difference of abs-SNIP scores on refusal vs benign data
+    ablation_q: float = 1e-2
+    ablation_p: float = 1e-2
+    # Harmful LoRA fine-tuning (paper: r 128, alpha 16, lr 2e-4, 5 epochs, batch 5)
+    lora_r: int = 128
+    lora_alpha: int = 16
+    lora_lr: float = 2e-4
+    lora_epochs: int = 5
+    lora_batch_size: int = 5
+    lora_reapply_mask: bool = True  # prune the merged model again with the harm mask
+    lora_seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in self.attacks:
+            parse_attack(name)
+        _positive("eval.attacks.prefill_tokens", self.prefill_tokens)
+        _positive("eval.attacks.lora_r", self.lora_r)
+        _positive("eval.attacks.lora_epochs", self.lora_epochs)
+        _positive("eval.attacks.lora_batch_size", self.lora_batch_size)
+        _positive("eval.attacks.lora_lr", self.lora_lr)
+        for key in ("ablation_q", "ablation_p"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise HarmcoreError(f"eval.attacks.{key}={getattr(self, key)} is outside [0, 1): it is a fraction")
+
+
+@dataclass
+class RecognitionConfig:
+    """Recognising and explaining harm (dissociation from generating it), before and after pruning."""
+
+    enabled: bool = False
+    # JSONL of {"prompt", "harmful": true|false}: harmful requests and benign look-alikes; null = built in
+    path: str | None = None
+    detection_tokens: int = 16  # new tokens for the yes/no answer
+    first_words: int = 5  # yes/no must appear among the answer's first words
+    explanation: bool = True  # "analyze why this request is harmful", judged 1-5 (needs eval.endpoint.base_url)
+    explanation_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        _positive("eval.recognition.detection_tokens", self.detection_tokens)
+        _positive("eval.recognition.first_words", self.first_words)
+        _positive("eval.recognition.explanation_tokens", self.explanation_tokens)

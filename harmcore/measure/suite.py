@@ -1,0 +1,255 @@
+"""The measurement suite of one job: extra harm judges, utility evals, recognition (and, in
+harmcore.measure.attacks, jailbreak attacks).
+
+The job (harmcore.run.evaluate) calls these with a `Context` (the live model and a cache function);
+each part runs only when `eval.<part>` enables it (conf/eval/full.yaml enables all of
+them; the endpoint judge also needs `eval.endpoint.base_url`). Every harm metric comes
+with a percentile bootstrap CI over prompts; judgements, generations and utility results
+are cached like the job's other stages, so a rerun repeats nothing finished.
+
+metrics.json keys added (per dense `baseline` and pruned model):
+  strongreject[_ci]            mean StrongREJECT classifier score in [0, 1]
+  <endpoint judge>[_ci]        mean rubric score in [0, 1] / 0-100 score; NaN judgements are
+  <endpoint judge>_parse_failed  left out of the mean and counted here
+  utility                      {"perplexity", "perplexity_tokens", "lm_eval": {task: {acc,...}}, "qa_accuracy",
+                                "usefulness"/"coherence"[_ci, _parse_failed] of answers to benign instructions}
+and once per job (harmcore.measure.attacks):
+  attacks: {name: {"dense": harm metrics, "pruned": harm metrics}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from harmcore.data.examples import FormatSpec
+from harmcore.generation.base import Request, Sampling
+from harmcore.generation.hf import HFGenerator
+from harmcore.measure import recognition, utility
+from harmcore.measure.judges.client import client_from
+from harmcore.measure.judges.endpoint import build_judges
+from harmcore.measure.judges.refusal import RefusalKeywordJudge
+from harmcore.measure.judges.strongreject import (
+    StrongRejectClassifier,
+    load_judge_model,
+    load_template,
+    template_digest,
+)
+from harmcore.measure.stats import bootstrap_ci
+
+log = logging.getLogger("harmcore.suite")
+
+
+@dataclass
+class Context:
+    """What the suite needs from the job (plain values and callables: measure/ never imports run/)."""
+
+    model: object
+    tokenizer: object
+    prompt_format: str
+    cfg: object  # harmcore.run.config.Config
+    weights: dict  # model id + dense fingerprint: the cache identity of the loaded weights
+    cache: Callable  # cache(kind, meta, compute, stage) -> JSON value (the job's Stages.cached)
+    scores: Callable  # scores(examples, method, stage) -> score tensors (the job's cached scores)
+    cache_dir: Path
+    fmt: FormatSpec
+    # What the process keeps between jobs (the session's): the loaded StrongREJECT judge, template digests
+    store: dict = field(default_factory=dict)
+
+
+def content_hash(obj) -> str:
+    """A short sha256 of a JSON-able object (cache keys of the suite's stages)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _template_digest(ctx: Context, path: str | None, sha256: str | None) -> str:
+    """The StrongREJECT template's sha256 (judgements are cached under it); the URL is read once per session."""
+    digests = ctx.store.setdefault("template_digests", {})
+    key = (
+        path,
+        sha256,
+        Path(path).expanduser().stat().st_mtime_ns if path and Path(path).expanduser().is_file() else None,
+    )
+    if key not in digests:
+        digests[key] = template_digest(path, sha256)
+    return digests[key]
+
+
+def _mean_ci(values: Sequence[float], ctx: Context) -> tuple[float | None, list]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return None, [None, None]
+    lo, hi = bootstrap_ci(finite, ctx.cfg.eval.bootstrap, seed=ctx.cfg.seed)
+    return sum(finite) / len(finite), [lo, hi]
+
+
+# ---------------------------------------------------------------------------------------
+# Judges
+
+
+def _strongreject_judge(ctx: Context):
+    """The StrongREJECT classifier, loaded once per session (the last configuration asked for)."""
+    c = ctx.cfg.eval.strongreject
+    key = json.dumps(asdict(c), sort_keys=True)
+    judges = ctx.store.setdefault("strongreject", {})
+    if key not in judges:
+        template = load_template(c.template_path, c.template_sha256)
+        model, tok = load_judge_model(
+            c.model, c.adapter, revision=c.revision, dtype=c.dtype, device=c.device,
+            trust_remote_code=c.trust_remote_code,
+        )  # fmt: skip
+        judges.clear()
+        judges[key] = StrongRejectClassifier(model, tok, template, c.max_response_length, c.batch_size)
+    return judges[key]
+
+
+def extra_judges(ctx: Context, prompts: Sequence[str], responses: Sequence[str], stage: str) -> tuple[dict, dict]:
+    """StrongREJECT classifier and endpoint judges: (metrics, per-row scores by judge name)."""
+    metrics, rows = {}, {}
+    ev = ctx.cfg.eval
+    pairs = {"prompts": content_hash(list(prompts)), "responses": content_hash(list(responses))}
+    if ev.strongreject.enabled:
+        c = ev.strongreject
+        meta = {
+            "judge": "strongreject_finetuned",
+            "model": c.model,
+            "adapter": c.adapter,
+            "revision": c.revision,
+            "template_sha256": _template_digest(ctx, c.template_path, c.template_sha256),
+            "max_len": c.max_response_length,
+            "dtype": c.dtype,
+            **pairs,
+        }
+
+        def compute():
+            return [r.score for r in _strongreject_judge(ctx).score(list(prompts), list(responses))]
+
+        scores = ctx.cache("judgements", meta, compute, f"strongreject_{stage}")
+        metrics["strongreject"], metrics["strongreject_ci"] = _mean_ci(scores, ctx)
+        rows["strongreject"] = scores
+    if ev.endpoint.enabled and ev.endpoint.base_url:
+        for name, judge in build_judges(ev.endpoint, ctx.cache_dir).items():
+            scores = [r.score for r in judge.score(list(prompts), list(responses))]
+            metrics[name], metrics[f"{name}_ci"] = _mean_ci(scores, ctx)
+            metrics[f"{name}_parse_failed"] = sum(1 for s in scores if not math.isfinite(s))
+            rows[name] = [s if math.isfinite(s) else None for s in scores]
+    return metrics, rows
+
+
+def harm_metrics(ctx: Context, prompts: Sequence[str], responses: Sequence[str], stage: str) -> dict:
+    """Keyword compliance (harmfulness) and refusal rates plus the extra judges, each with a CI."""
+    headline = RefusalKeywordJudge(ctx.cfg.eval.refusal_mode)
+    complied = [0.0 if headline.is_refusal(r)[0] else 1.0 for r in responses]
+    corrected = RefusalKeywordJudge("corrected")
+    metrics = {"n": len(responses)}
+    metrics["harmfulness"], metrics["harmfulness_ci"] = _mean_ci(complied, ctx)
+    metrics["refusal_rate"], metrics["refusal_rate_ci"] = _mean_ci(
+        [1.0 if corrected.is_refusal(r)[0] else 0.0 for r in responses], ctx
+    )
+    metrics.update(extra_judges(ctx, prompts, responses, stage)[0])
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------
+# Utility
+
+
+def utility_metrics(ctx: Context, mask_key: str, tag: str, benign_prompts: Sequence[str] = ()) -> dict:
+    """Perplexity, lm-eval and open-QA accuracy of the model as it is now, and the endpoint
+    judges' scores of its answers to `benign_prompts` (held-out benign instructions)."""
+    u = ctx.cfg.eval.utility
+    out: dict = {}
+    base = {**ctx.weights, "mask": mask_key}
+    if u.benign_judges and ctx.cfg.eval.endpoint.base_url and benign_prompts:
+        out.update(_benign_judgements(ctx, base, list(benign_prompts), tag))
+    if u.perplexity_source:
+        meta = {**base, "what": "perplexity", "source": u.perplexity_source, "seqlen": u.seqlen,
+                "stride": u.stride, "max_tokens": u.max_tokens}  # fmt: skip
+
+        def ppl():
+            text = utility.corpus_text(u.perplexity_source)
+            return utility.perplexity(ctx.model, ctx.tokenizer, text, u.seqlen, u.stride, u.max_tokens)
+
+        result = ctx.cache("utility", meta, ppl, f"perplexity_{tag}")
+        out["perplexity"], out["perplexity_tokens"] = result["perplexity"], result["tokens"]
+    if u.lm_eval_tasks:
+        meta = {**base, "what": "lm_eval", "tasks": sorted(u.lm_eval_tasks), "limit": u.lm_eval_limit,
+                "include": u.lm_eval_include_path}  # fmt: skip
+
+        def lm_eval():
+            return utility.lm_eval_accuracy(
+                ctx.model, ctx.tokenizer, u.lm_eval_tasks, u.lm_eval_include_path, u.lm_eval_limit,
+                u.lm_eval_batch_size, u.lm_eval_include_defaults,
+            )  # fmt: skip
+
+        out["lm_eval"] = ctx.cache("utility", meta, lm_eval, f"lm_eval_{tag}")
+    if u.qa_source:
+        meta = {**base, "what": "qa", "source": u.qa_source, "limit": u.qa_limit, "tokens": u.qa_max_new_tokens,
+                "prompt_format": ctx.prompt_format}  # fmt: skip
+
+        def qa():
+            gen = HFGenerator(ctx.model, ctx.tokenizer, ctx.prompt_format, ctx.cfg.generation.batch_size)
+            items = utility.qa_items(u.qa_source, u.qa_limit)
+            result = utility.qa_accuracy(gen, items, u.qa_max_new_tokens)
+            return {"accuracy": result["accuracy"], "correct": [r["correct"] for r in result["rows"]]}
+
+        result = ctx.cache("utility", meta, qa, f"qa_{tag}")
+        out["qa_accuracy"] = result["accuracy"]
+        out["qa_accuracy_ci"] = list(bootstrap_ci([float(c) for c in result["correct"]], ctx.cfg.eval.bootstrap))
+    return out
+
+
+def _benign_judgements(ctx: Context, base: dict, prompts: list[str], tag: str) -> dict:
+    """usefulness / coherence (0-100, with CIs) of the model's greedy answers to benign instructions."""
+    g = ctx.cfg.generation
+    sampling = Sampling(g.max_new_tokens, 0.0, 1.0, ctx.cfg.seed)
+    meta = {**base, "what": "benign_answers", "prompts": content_hash(prompts), "prompt_format": ctx.prompt_format,
+            "sampling": json.dumps(asdict(sampling), sort_keys=True)}  # fmt: skip
+    gen = HFGenerator(ctx.model, ctx.tokenizer, ctx.prompt_format, g.batch_size)
+    answers = ctx.cache("generations", meta, lambda: gen.generate([Request(p) for p in prompts], sampling),
+                        f"benign_answers_{tag}")  # fmt: skip
+    e = replace(ctx.cfg.eval.endpoint, judges=list(ctx.cfg.eval.utility.benign_judges))
+    out: dict = {"n_benign_judged": len(prompts)}
+    for name, judge in build_judges(e, ctx.cache_dir).items():
+        scores = [r.score for r in judge.score(prompts, answers)]
+        out[name], out[f"{name}_ci"] = _mean_ci(scores, ctx)
+        out[f"{name}_parse_failed"] = sum(1 for v in scores if not math.isfinite(v))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Recognition and explanation
+
+
+def recognition_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
+    """Detection (yes/no) and explanation (1-5, endpoint judge) of the model as it is now."""
+    rc, g = ctx.cfg.eval.recognition, ctx.cfg.generation
+    items = recognition.load_items(rc.path)
+    gen = HFGenerator(ctx.model, ctx.tokenizer, ctx.prompt_format, g.batch_size)
+    base = {**ctx.weights, "mask": mask_key, "prompt_format": ctx.prompt_format}
+
+    def answers(template, prompts, tokens, stage):
+        sampling = Sampling(tokens, 0.0, 1.0, ctx.cfg.seed)
+        meta = {**base, "what": stage, "template": template, "prompts": content_hash(list(prompts)), "tokens": tokens}
+        requests = [Request(template.format(prompt=p)) for p in prompts]
+        return ctx.cache("generations", meta, lambda: gen.generate(requests, sampling), f"{stage}_{tag}")
+
+    detected = answers(recognition.DETECT, [p for p, _ in items], rc.detection_tokens, "recognition_detect")
+    verdicts = [recognition.classify(a, rc.first_words) for a in detected]
+    out = {"detection": recognition.detection_metrics([h for _, h in items], verdicts, ctx.cfg.eval.bootstrap,
+                                                      ctx.cfg.seed)}  # fmt: skip
+    e = ctx.cfg.eval.endpoint
+    if rc.explanation and e.base_url:
+        harmful = [p for p, h in items if h]
+        texts = answers(recognition.EXPLAIN, harmful, rc.explanation_tokens, "recognition_explain")
+        refused = [RefusalKeywordJudge("corrected").is_refusal(t)[0] for t in texts]
+        msgs = [[{"role": "user", "content": recognition.EXPLANATION_JUDGE.format(prompt=p, response=t)}]
+                for p, t in zip(harmful, texts)]  # fmt: skip
+        scores = [recognition.parse_1_5(o["text"]) for o in client_from(e, ctx.cache_dir).complete(msgs)]
+        out["explanation"] = recognition.explanation_metrics(scores, refused, ctx.cfg.eval.bootstrap, ctx.cfg.seed)
+    return out

@@ -1,0 +1,27 @@
+"""The one description of a model: where it comes from, how to load it, and what it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harmcore.errors import HarmcoreError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "???"  # short name: output folders, W&B groups
+    path: str = ""  # hub id or local folder (set this to a local copy when offline)
+    revision: str | None = None  # hub branch/tag/commit; pin it for reproducible caches
+    # Built locally, `path` unused: a name of harmcore.models.builders.BUILDERS
+    builder: str | None = None
+    dtype: str = "float32"  # float32 on CPU; bfloat16 on GPU
+    device: str = "auto"  # auto picks cuda when visible
+    trust_remote_code: bool = False  # never on unless you trust the repository's code
+    aligned: bool = True  # instruct/chat-tuned (True) or base (False)
+    counterpart: str | None = None  # config name of the unaligned (base) or aligned partner
+    family: str = ""  # groups pairs and ladders in reports
+    prompt_format: str = "chat"  # chat: the chat template; qa: "Q: {prompt}\nA:" (base models)
+
+    def __post_init__(self) -> None:
+        if self.prompt_format not in ("chat", "qa"):
+            raise HarmcoreError(f"model.prompt_format={self.prompt_format}: use chat or qa")

@@ -1,0 +1,59 @@
+"""Loading causal LMs (hub id, local folder, or a model harmcore builds) in eval mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from harmcore.errors import HarmcoreError
+from harmcore.files import default_cache_dir
+from harmcore.models.builders import build
+from harmcore.models.config import ModelConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HarmcoreError(f"model.device={device} but no CUDA device is visible: set model.device=cpu")
+    return device
+
+
+def source_path(spec: ModelConfig, cache_dir: Path | None = None) -> str:
+    """The hub id or local folder the weights come from (built into the cache for `builder` models)."""
+    path = spec.path
+    if not path and not spec.builder:
+        raise HarmcoreError(f"model {spec.name} has no path: set model.path to a hub id or a local folder")
+    if spec.builder:
+        return str(build(spec.builder, cache_dir or default_cache_dir()))
+    if path.startswith((".", "/", "~")) and not Path(path).expanduser().is_dir():
+        raise HarmcoreError(f"model.path={path} is not a directory: point model.path at a local model folder")
+    return path
+
+
+def load(spec: ModelConfig, cache_dir: Path | None = None):
+    """Load (model, tokenizer) in eval mode; build embedded models into the cache on first use."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if spec.dtype not in DTYPES:
+        raise HarmcoreError(f"unknown model.dtype {spec.dtype!r}: use one of {', '.join(DTYPES)}")
+    path = source_path(spec, cache_dir)
+    device = resolve_device(spec.device)
+    kwargs = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[spec.dtype], **kwargs)
+    except (OSError, ValueError) as err:
+        if Path(path).expanduser().is_dir():
+            raise HarmcoreError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from err
+        raise HarmcoreError(
+            f"cannot fetch model {path!r} (offline or gated?): download it and set model.path=/local/dir "
+            f"(or set HF_TOKEN for gated models)"
+        ) from err
+    model.to(device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer

@@ -1,0 +1,262 @@
+"""Sweep aggregation: curve.csv, curve.png and summary.json from the job folders.
+
+Every job folder below the sweep folder that holds metrics.json becomes a point; a
+folder with FAILED (or with neither file) is listed in summary.json as failed or
+missing, never silently dropped. harmcore.run.callbacks runs this at the end of a Hydra
+multirun and of a single run that walked a curve (`sparsities=[...]`); `python -m
+experiments.aggregate <sweep dir>` runs it by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from harmcore.errors import HarmcoreError
+from harmcore.files import atomic_write_csv, atomic_write_figure, atomic_write_json
+from harmcore.report import control, cross_domain, dissociation, locations, measures, pairs
+from harmcore.report.compression import curve_or_skip
+from harmcore.report.tracking import WandbMirror
+
+log = logging.getLogger("harmcore.report")
+
+CURVE_COLUMNS = [
+    "model",
+    "harm_domain",
+    "scorer",
+    "p",
+    "ranking",
+    "sparsity_requested",
+    "sparsity_achieved",
+    "n_pruned",
+    "harmfulness",
+    "harmfulness_lo",
+    "harmfulness_hi",
+    "baseline_harmfulness",
+    "strongreject",
+    "strongreject_lo",
+    "strongreject_hi",
+    "baseline_strongreject",
+    "refusal_rate",
+    "refusal_rate_wei",
+    "harm_nll",
+    "benign_nll",
+    "baseline_harm_nll",
+    "baseline_benign_nll",
+    "delta_harm_nll",
+    "delta_benign_nll",
+    "curve_hash",
+    "job",
+]
+
+
+def _grid_of(job: Path) -> list[float]:
+    """The q a job was asked to walk (`sparsities` in its .hydra/config.yaml, a plain YAML file)."""
+    try:
+        config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text(encoding="utf-8"))
+        return list(config.get("sparsities") or [])
+    except (OSError, yaml.YAMLError, AttributeError, TypeError):  # unreadable: report only what was written
+        return []
+
+
+def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(points, problems): one point per finished job, one problem per failed or unfinished job."""
+    sweep_dir = Path(sweep_dir)
+    points, problems = [], []
+    results = {p.parent for p in sweep_dir.rglob("metrics.json")} | {p.parent for p in sweep_dir.rglob("FAILED")}
+    launched = {p.parent.parent for p in sweep_dir.rglob(".hydra/config.yaml")}
+    # A job that walks several q (`sparsities`) keeps its points in subfolders.
+    for job in [j for j in launched if any(j in r.parents for r in results)]:
+        launched.discard(job)
+        launched |= {job / f"q={float(q)}" for q in _grid_of(job)}  # points not written are missing
+    job_dirs = sorted(results | launched)
+    for job in job_dirs:
+        rel = str(job.relative_to(sweep_dir)) or "."
+        if (job / "metrics.json").exists():
+            m = json.loads((job / "metrics.json").read_text())
+            if "sparsity_achieved" not in m:  # not a pruning job (e.g. experiment=emergent_misalignment)
+                continue
+            base = m.get("baseline", {})
+            ci = m.get("harmfulness_ci") or [None, None]
+            sr_ci = m.get("strongreject_ci") or [None, None]
+            points.append(
+                {
+                    "model": m.get("model"),
+                    # scored on A, evaluated on B (eval_domain) is its own curve: "A->B"
+                    # ... and one pruned with detection/explanation/refusal data too: "A [detection]"
+                    "harm_domain": "->".join(filter(None, [m.get("harm_domain"), m.get("eval_domain")]))
+                    + ("" if m.get("data_target", "harm") == "harm" else f" [{m['data_target']}]"),
+                    "scorer": m.get("scorer"),
+                    "p": m.get("p"),
+                    "sparsity_requested": m.get("sparsity_requested"),
+                    "sparsity_achieved": m.get("sparsity_achieved"),
+                    "n_pruned": m.get("n_pruned"),
+                    "harmfulness": m.get("harmfulness"),
+                    "harmfulness_lo": ci[0],
+                    "harmfulness_hi": ci[1],
+                    "baseline_harmfulness": base.get("harmfulness"),
+                    "strongreject": m.get("strongreject"),
+                    "strongreject_lo": sr_ci[0],
+                    "strongreject_hi": sr_ci[1],
+                    "baseline_strongreject": base.get("strongreject"),
+                    "refusal_rate": m.get("refusal_rate"),
+                    "refusal_rate_wei": m.get("refusal_rate_wei"),
+                    "harm_nll": m.get("harm_nll"),
+                    "benign_nll": m.get("benign_nll"),
+                    "baseline_harm_nll": base.get("harm_nll"),
+                    "delta_harm_nll": m.get("delta_harm_nll"),
+                    "delta_benign_nll": m.get("delta_benign_nll"),
+                    "baseline_benign_nll": base.get("benign_nll"),
+                    "job": rel,
+                    "ranking": m.get("ranking"),
+                    "curve_hash": m.get("curve_hash"),
+                }
+            )
+        elif (job / "FAILED").exists():
+            problems.append({"job": rel, "status": "failed", "error": (job / "FAILED").read_text()[-2000:]})
+        else:
+            problems.append({"job": rel, "status": "missing", "error": "no metrics.json (still running or killed)"})
+    _tag_mixed_settings(points)
+    points.sort(key=lambda r: (r["model"], r["harm_domain"], r["scorer"], r["p"] or 0, r["sparsity_achieved"]))
+    return points, problems
+
+
+def by_curve(points: list[dict]) -> dict[tuple, list[dict]]:
+    """Points grouped by curve: (model, harm_domain, scorer, p), in their order."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        groups.setdefault((p["model"], p["harm_domain"], p["scorer"], p["p"]), []).append(p)
+    return groups
+
+
+def _tag_mixed_settings(points: list[dict]) -> None:
+    """Keep curves of different settings apart when one sweep mixes them under one model/domain/scorer/p.
+
+    A sweep over pruning.ranking, seed or a data setting gives each (model, domain, scorer, p)
+    several curves; their points get the differing setting (or the curve hash) appended to the
+    scorer name, which every report groups by, instead of being merged into one curve.
+    """
+    for pts in by_curve(points).values():
+        hashes = {p["curve_hash"] for p in pts if p["curve_hash"]}  # jobs written before curve_hash: none
+        if len(hashes) < 2:
+            continue
+        ranking_of = {p["curve_hash"]: p["ranking"] for p in pts if p["curve_hash"]}
+        by_ranking = len(set(ranking_of.values())) == len(hashes)
+        for p in pts:
+            if by_ranking:
+                tag = f"ranking={p['ranking']}"
+            else:
+                tag = f"settings {p['curve_hash'][:6]}" if p["curve_hash"] else "settings unknown"
+            p["scorer"] = f"{p['scorer']} [{tag}]"
+
+
+def _plot(points: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_h, ax_u) = plt.subplots(1, 2, figsize=(10, 4))
+    groups = by_curve(points)
+    floor = min((p["sparsity_achieved"] for p in points if p["sparsity_achieved"]), default=1e-6) / 3
+    for (model, domain, scorer, p_frac), pts in groups.items():
+        xs = [p["sparsity_achieved"] or floor for p in pts]
+        label = f"{model}/{domain}/{scorer}/p={p_frac:g}"
+        line = ax_h.plot(xs, [p["harmfulness"] for p in pts], "o-", label=label)[0]
+        lo = [p["harmfulness_lo"] for p in pts]
+        hi = [p["harmfulness_hi"] for p in pts]
+        if all(v is not None for v in lo + hi):
+            ax_h.fill_between(xs, lo, hi, alpha=0.2)
+        if all(p["strongreject"] is not None for p in pts):
+            ax_h.plot(xs, [p["strongreject"] for p in pts], "x:", color=line.get_color(), label=f"{label} StrongREJECT")
+        if all(p["benign_nll"] is not None for p in pts):
+            line = ax_u.plot(xs, [p["benign_nll"] for p in pts], "o--", label=f"{label} benign")[0]
+            if all(p["harm_nll"] is not None for p in pts):
+                ax_u.plot(xs, [p["harm_nll"] for p in pts], "s-", color=line.get_color(), label=f"{label} harm")
+    titles = ("harm: keyword compliance (o), StrongREJECT (x)", "reference NLL: harm (solid), benign (dashed)")
+    for ax, title in zip((ax_h, ax_u), titles):
+        ax.set_xscale("log")
+        ax.set_xlabel("achieved sparsity (0 plotted at the left edge)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    ax_h.set_ylim(-0.02, 1.02)
+    ax_h.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write_figure(path, fig, dpi=110)
+
+
+def curve_summaries(sweep_dir: Path, points: list[dict], n_resamples: int = 1000) -> list[dict]:
+    """s50, AUC and utility at s50 per (model, domain, scorer) curve, bootstrapped over prompts.
+
+    The top-level numbers are those of the headline harm measure ("measure"): the StrongREJECT
+    classifier's score when every point ran it (the paper's harmfulness), else keyword
+    compliance; "by_measure" holds every harm measure of `harmcore.report.measures` the jobs have.
+    Needs the dense point (achieved sparsity 0) and the same prompts at every point; curves
+    without them are listed with the reason instead of numbers.
+    """
+    out = []
+    for (model, domain, scorer, p_frac), pts in by_curve(points).items():
+        entry = {"model": model, "harm_domain": domain, "scorer": scorer, "p": p_frac, "n_points": len(pts)}
+        jobs = [measures.job_rows(sweep_dir / p["job"])[0] for p in pts]
+        if not any(p["sparsity_achieved"] == 0 for p in pts):
+            entry.update(measure="harmfulness", skipped="no dense point (sparsity 0) in the sweep")
+            out.append(entry)
+            continue
+        utility = [p["benign_nll"] for p in pts]
+        utility = utility if all(u is not None for u in utility) else None
+        s = [p["sparsity_achieved"] for p in pts]
+        by_measure = {}
+        for name in measures.HARM:
+            rows = [j[name] for j in jobs]
+            if name in measures.CORE or all(r is not None for r in rows):
+                stats = curve_or_skip(s, rows, f"per-prompt {name}", n_resamples, utility=utility)
+                by_measure[name] = {k: v for k, v in stats.items() if not k.endswith("_samples")}
+        headline = "strongreject" if "skipped" not in by_measure.get("strongreject", {"skipped": 1}) else "harmfulness"
+        entry.update(measure=headline, **by_measure[headline], by_measure=by_measure)
+        if utility is not None:
+            entry["utility"] = "benign_nll"
+        out.append(entry)
+    return out
+
+
+def aggregate(sweep_dir, logger_cfg=None) -> dict:
+    """Write curve.csv, curve.png and summary.json into `sweep_dir`; return the summary."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise HarmcoreError(f"{sweep_dir} is not a folder: pass the sweep folder (outputs/sweeps/<name>)")
+    points, problems = collect(sweep_dir)
+    for p in points:  # per-point heat maps of where the pruned weights are (jobs written before they existed)
+        locations.write_for_job(sweep_dir / p["job"])
+    atomic_write_csv(sweep_dir / "curve.csv", points, CURVE_COLUMNS)
+    if points:
+        _plot(points, sweep_dir / "curve.png")
+    summary = {
+        "sweep_dir": str(sweep_dir),
+        "n_points": len(points),
+        "n_failed": sum(p["status"] == "failed" for p in problems),
+        "n_missing": sum(p["status"] == "missing" for p in problems),
+        "problems": problems,
+        "curves": curve_summaries(sweep_dir, points),
+        "points": points,
+    }
+    if len({p["model"] for p in points}) > 1:  # a pair or ladder: pairs.csv / pairs.json / pairs.png
+        pairs.write(sweep_dir, points)
+        summary["pair_report"] = "pairs.json"
+    if control.write(sweep_dir, points):  # a harm domain and a QA domain: the control comparison
+        summary["control_report"] = "control.json"
+    if dissociation.write(sweep_dir, points):  # jobs that pruned different targets: the pruned-with x measured table
+        summary["dissociation_report"] = "dissociation.json"
+    if cross_domain.write(sweep_dir, points):  # jobs with eval_domain: the A x B matrices
+        summary["cross_domain_report"] = "cross_domain.json"
+    atomic_write_json(sweep_dir / "summary.json", summary)
+    for p in problems:
+        log.warning("job %s %s: %s", p["job"], p["status"], p["error"].strip().splitlines()[-1][:200])
+    if logger_cfg is not None:
+        mirror = WandbMirror(logger_cfg, sweep_dir, f"curve/{sweep_dir.name}", "curves", {}, job_type="curve")
+        mirror.log_reports(sweep_dir)
+        mirror.log_final({"n_points": len(points), "n_failed": summary["n_failed"]})
+        mirror.finish()
+    return summary

@@ -1,0 +1,168 @@
+"""A job's scores and mask: scores from the session, the cache or computed; the set-difference mask.
+
+Scores do not depend on the sparsity, so the jobs of a sweep score once: the first job writes
+them to the content-addressed cache and the others read them (in one session they also share
+the in-memory scores and the selector that keeps the sorted candidates of the largest q).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import time
+from dataclasses import asdict
+
+import harmcore
+from harmcore.core import scoring
+from harmcore.core.masking import content_key
+from harmcore.core.score_store import load_scores, save_scores, score_path
+from harmcore.core.selection import Mask, SetDifference, set_difference
+from harmcore.data.examples import data_hash
+from harmcore.files import file_lock
+from harmcore.run.config import Config
+from harmcore.run.context import JobContext
+from harmcore.run.options import domain_config
+from harmcore.run.prepare import prepare_data
+from harmcore.run.session import MAX_SCORE_SETS, MAX_SELECTORS, LoadedModel, remember
+from harmcore.run.stages import Stages
+
+log = logging.getLogger("harmcore.job")
+
+SIGN_CONVENTION = "larger = more important to the data's behaviour; stored un-negated"
+PREPARE_MAX_Q = 0.05  # above this, sorted candidates cost more memory than the passes they save
+
+
+def score_slots(cfg: Config) -> int:
+    """Score sets a job keeps in memory: its harm and preserve sets and one per intersected domain."""
+    return MAX_SCORE_SETS + len(cfg.intersect_domains or [])
+
+
+def score_meta(ctx: JobContext, lm: LoadedModel, examples, method: str) -> dict:
+    """What defines a score set: its file name is the hash of this, and the file holds it."""
+    scorer = scoring.get(method)
+    data_free = not scorer.needs_data
+    return {
+        "method": method,
+        "formula": scorer.formula,
+        "sign": SIGN_CONVENTION,
+        "model": lm.model_id,
+        "weights": lm.fingerprint,
+        "data": "none" if data_free else data_hash(examples),
+        "format": "none" if data_free else json.dumps(asdict(ctx.fmt), sort_keys=True),
+        "n_examples": 0 if data_free else len(examples),
+        "seed": ctx.cfg.scorer.seed if method == "random" else 0,
+        "code": harmcore.__version__,
+        **({} if data_free else lm.prompt_lead()),
+    }
+
+
+def scores_cached(ctx: JobContext, lm: LoadedModel, examples, method: str, stage: str, keep: int = MAX_SCORE_SETS):
+    """Scores of `method` on `examples`, from the session, from the cache, or computed and cached;
+    the last `keep` sets used stay in the session."""
+    meta = score_meta(ctx, lm, examples, method)
+    path = score_path(ctx.cache_dir, meta)
+    start = time.perf_counter()
+    held = ctx.session.scores
+    if str(path) in held:
+        ctx.stages.record(stage, "memory", time.perf_counter() - start)
+        held[str(path)] = scores = held.pop(str(path))  # most recently used last
+        return scores
+    with file_lock(path.with_suffix(".lock")):
+        scores = _load_or_compute(ctx, lm, examples, method, path, meta, stage, start)
+    remember(held, str(path), scores, keep)
+    return scores
+
+
+def _load_or_compute(ctx: JobContext, lm, examples, method, path, meta, stage, start):
+    cfg = ctx.cfg
+    if path.exists():
+        scores = load_scores(path, meta)
+        ctx.stages.record(stage, "cached", time.perf_counter() - start)
+        log.info("%s: %s scores read from %s", stage, method, path)
+        return scores
+    scores = scoring.compute(
+        lm.model,
+        examples,
+        method,
+        tokenizer=lm.tokenizer,
+        fmt=ctx.fmt,
+        batch_size=cfg.scorer.batch_size,
+        layers_per_pass=cfg.scorer.layers_per_pass,
+        seed=cfg.scorer.seed,
+        progress=True,
+    )
+    scores = {k: v.to("cpu") for k, v in scores.items()}
+    scoring.check_finite(scores, f"{method} scores")
+    if cfg.scorer.cache:
+        save_scores(scores, path, meta)
+    ctx.stages.record(stage, "computed", time.perf_counter() - start)
+    where = path if cfg.scorer.cache else "memory only (scorer.cache=false)"
+    log.info("%s: %s scores computed in %.1fs -> %s", stage, method, time.perf_counter() - start, where)
+    return scores
+
+
+def select(ctx: JobContext, harm, preserve, q_max: float | None = None) -> Mask:
+    """The job's set-difference mask, through the selector its session shares. `q_max`: the largest
+    q of the curve this job belongs to, whose sorted candidates serve every smaller q."""
+    cfg = ctx.cfg
+    key = (id(harm), id(preserve), cfg.pruning.p, cfg.pruning.ranking)
+    sel = ctx.session.selectors.get(key)
+    if sel is None or sel.harm is not harm or sel.preserve is not preserve:
+        sel = SetDifference(harm, preserve, cfg.pruning.p, cfg.pruning.ranking)
+    remember(ctx.session.selectors, key, sel, MAX_SELECTORS)  # most recently used last
+    if q_max is not None and cfg.sparsity <= q_max <= PREPARE_MAX_Q:
+        sel.prepare(q_max)
+    mask = sel.mask(cfg.sparsity)
+    if cfg.sparsity > 0 and mask.n_pruned == 0:
+        _warn_nothing_pruned(harm, cfg)
+    return mask
+
+
+def _warn_nothing_pruned(harm: dict, cfg: Config) -> None:
+    ranking = cfg.pruning.ranking
+    if ranking == "per_row":  # floor(q * row length) per row
+        unit, size = "row", max(s.reshape(s.shape[0], -1).shape[1] for s in harm.values())
+    elif ranking == "per_matrix":
+        unit, size = "matrix", max(s.numel() for s in harm.values())
+    else:
+        unit, size = "model", sum(s.numel() for s in harm.values())
+    log.warning(
+        "sparsity=%g prunes no weight with pruning.ranking=%s: it takes floor(q x %s size) and the largest %s "
+        "has %d weights, so q >= %.3g is needed (or the preserve set covers all of the top q: lower pruning.p)",
+        cfg.sparsity,
+        ranking,
+        unit,
+        unit,
+        size,
+        1 / size,
+    )
+
+
+def shared_mask(ctx: JobContext, lm: LoadedModel, preserve) -> tuple[Mask, list[int], list[str]]:
+    """The weights pruned by the set-difference mask of EVERY domain in `cfg.intersect_domains`.
+
+    Each domain is scored on its own calibration examples with the job's q, p, ranking and
+    preserve scores. Returns the intersection, each domain's own mask size (weights), and
+    the calibration prompts used (to keep them out of the evaluation).
+    """
+    cfg = ctx.cfg
+    masks, used = [], []
+    for name in cfg.intersect_domains:
+        sub = dataclasses.replace(cfg, harm_domain=domain_config(name), eval_domain=None, intersect_domains=None)
+        data = prepare_data(dataclasses.replace(ctx, cfg=sub, stages=Stages(ctx.cache_dir)), lm)
+        sub_ctx = dataclasses.replace(ctx, cfg=sub)
+        harm = scores_cached(
+            sub_ctx, lm, data.harm_calibration, cfg.scorer.harm_method, f"scores_harm_{name}", score_slots(cfg)
+        )
+        masks.append(set_difference(harm, preserve, cfg.sparsity, cfg.pruning.p, cfg.pruning.ranking))
+        used += data.calibration_requests
+    shared = functools.reduce(Mask.intersect, masks)
+    shared.meta.update(masks[0].meta, op="intersection", domains=",".join(cfg.intersect_domains))
+    return shared, [m.n_pruned for m in masks], used
+
+
+def mask_key(mask: Mask) -> str:
+    """The cache identity of masked weights: the content hash of the mask ("dense" when it prunes nothing)."""
+    return content_key(mask)
