@@ -14,8 +14,13 @@ from harmcore.run.options import CONF_DIR
 register_schemas()
 
 
-def job_script(launcher_name: str, tmp_path) -> str:
-    """The sbatch script the launcher would submit, built as hydra-submitit-launcher builds it."""
+def job_script(launcher_name: str, tmp_path, monkeypatch) -> str:
+    """The sbatch script the launcher would submit, built as hydra-submitit-launcher builds it.
+
+    Only the text is rendered, nothing is submitted: submitit's check that `srun` is on PATH (it
+    refuses to build a SLURM executor elsewhere) is answered as on a cluster, so this runs anywhere.
+    """
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", [f"hydra/launcher={launcher_name}", "hydra.job.name=run"], return_hydra_config=True)
@@ -40,7 +45,7 @@ def test_launcher_file_renders_its_job_script(name, lines, tmp_path, monkeypatch
     monkeypatch.setenv("HF_TOKEN", "hf_secret_value")
     monkeypatch.setenv("WANDB_API_KEY", "wandb_secret_value")
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    script = job_script(name, tmp_path)
+    script = job_script(name, tmp_path, monkeypatch)
     for line in lines:
         assert f"#SBATCH {line}\n" in script, (line, script)
     # the environment reaches the jobs through --export=ALL, never through the script
@@ -51,4 +56,4 @@ def test_launcher_file_renders_its_job_script(name, lines, tmp_path, monkeypatch
 
 def test_launcher_keeps_an_online_wandb_mode(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert "export WANDB_MODE=online\n" in job_script("local_slurm", tmp_path)
+    assert "export WANDB_MODE=online\n" in job_script("local_slurm", tmp_path, monkeypatch)
