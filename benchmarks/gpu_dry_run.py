@@ -157,7 +157,7 @@ def main() -> None:
         if error:
             r["members"][member] = {"error": error, "wall_s": wall}
             break
-        job = next((work / "out" / "sweeps" / "dry_run").glob(f"{conf}/*/*/*/q=grid"))
+        job = next((work / "out" / "sweeps" / "dry_run" / conf).rglob("q=grid"))
         stages = stage_seconds(job)
         # process start, imports, judge loading and the sweep report are in no stage
         r["members"][member] = {"wall_s": wall, **stages, "unaccounted": wall - sum(stages.values())}

@@ -14,7 +14,7 @@ class HarmcoreError(Exception):
 
 
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
-    """" Did you mean 'x'?" for the valid name closest to `name`, or "" when none is close."""
+    """ " Did you mean 'x'?" for the valid name closest to `name`, or "" when none is close."""
     close = difflib.get_close_matches(str(name), list(valid), n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
 

@@ -13,7 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import torch
@@ -27,10 +27,39 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HARMCORE_CACHE", Path.home() / ".cache" / "harmcore"))
 
 
+def umask() -> int:
+    """The process's file mode creation mask (read without changing it where Linux shows it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(folder: Path) -> None:
+    """Give every file and folder below `folder` the mode the umask gives new ones (libraries that
+    write through mkstemp leave 0600 behind, which a lab's shared cache cannot read)."""
+    mask = umask()
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh name beside `path` for writing it before the rename (".<name>.<pid>.<random>.tmp")."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, fsync, rename. The file gets the mode the
+    user's umask gives (a lab's shared cache_dir stays readable to the group), unlike mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = temp_path(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -93,14 +122,14 @@ def atomic_write_figure(path, fig, dpi: int = 100) -> None:
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path, meta: dict[str, str]) -> None:
-    """safetensors with string metadata, written atomically."""
+    """safetensors with string metadata, written atomically (with the user's umask, as above)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_path(path)
     try:
         cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         save_file(cpu, tmp, metadata={k: str(v) for k, v in meta.items()})
+        tmp.chmod(0o666 & ~umask())  # safetensors writes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

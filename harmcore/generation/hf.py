@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import torch
+from tqdm.auto import tqdm
 
 from harmcore.data.examples import prompt_ids
 from harmcore.generation.base import Request, Sampling, is_plain, render
@@ -28,11 +29,12 @@ def _left_padded(rows: list[list[int]], pad_id: int | None) -> dict[str, torch.T
 class HFGenerator:
     """Batched transformers generation on the model as it is now (pruned or not)."""
 
-    def __init__(self, model, tokenizer, prompt_format: str = "chat", batch_size: int = 8):
+    def __init__(self, model, tokenizer, prompt_format: str = "chat", batch_size: int = 8, progress: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.prompt_format = prompt_format
         self.batch_size = batch_size
+        self.progress = progress  # a progress bar per generate call (stderr)
         self.stats = {"tokens": 0, "seconds": 0.0}
 
     def weights_changed(self, names) -> None:
@@ -54,7 +56,8 @@ class HFGenerator:
         # Longest prompts first: batches of similar length waste less padding.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         start = time.perf_counter()
-        for b in range(0, len(order), self.batch_size):
+        steps = range(0, len(order), self.batch_size)
+        for b in tqdm(steps, desc="generate", unit="batch", disable=not self.progress or len(steps) < 2):
             idx = order[b : b + self.batch_size]
             enc = {k: v.to(device) for k, v in _left_padded([encoded[i] for i in idx], tok.pad_token_id).items()}
             kwargs = dict(

@@ -97,6 +97,7 @@ class VLLMGenerator:
         revision: str | None = None,
     ):
         self.tokenizer = tokenizer
+        self.progress = False  # vLLM's progress bar per generate call (stderr)
         self.source = source_model
         self.prompt_format = prompt_format
         self.settings = settings or EngineSettings()
@@ -217,7 +218,7 @@ class VLLMGenerator:
         self.sync()
         start = time.perf_counter()
         params = [self._params(sampling, n, i) for i in range(len(requests))]
-        outs = self.llm.generate(self._prompts(requests), params, use_tqdm=False)
+        outs = self.llm.generate(self._prompts(requests), params, use_tqdm=self.progress)
         results = []
         for out in outs:
             texts = []

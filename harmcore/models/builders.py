@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from harmcore.errors import HarmcoreError, unknown_name
+from harmcore.files import follow_umask
 from harmcore.training.refusal_tuning import refusal_tune
 
 
@@ -61,6 +62,7 @@ def save_atomic(model, tokenizer, out: Path) -> Path:
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    follow_umask(tmp)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(tmp, out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -34,6 +35,28 @@ def source_path(spec: ModelConfig, cache_dir: Path | None = None) -> str:
     return path
 
 
+def _cannot_fetch(path: str) -> HarmcoreError:
+    return HarmcoreError(
+        f"cannot fetch model {path!r} (offline or gated?): download it and set model.path=/local/dir "
+        f"(or set HF_TOKEN for gated models)"
+    )
+
+
+def check_reachable(spec: ModelConfig) -> None:
+    """Before any work: with HF_HUB_OFFLINE set, a hub model must already be in the local hub cache
+    (one line naming model.path otherwise). Online, the hub answers when the model loads."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
+    if spec.builder or not offline:
+        return
+    path = source_path(spec)
+    if Path(path).expanduser().is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(path, "config.json", revision=spec.revision), str):
+        raise _cannot_fetch(path)
+
+
 def load(spec: ModelConfig, cache_dir: Path | None = None):
     """Load (model, tokenizer) in eval mode; build embedded models into the cache on first use."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -49,10 +72,7 @@ def load(spec: ModelConfig, cache_dir: Path | None = None):
     except (OSError, ValueError) as err:
         if Path(path).expanduser().is_dir():
             raise HarmcoreError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from err
-        raise HarmcoreError(
-            f"cannot fetch model {path!r} (offline or gated?): download it and set model.path=/local/dir "
-            f"(or set HF_TOKEN for gated models)"
-        ) from err
+        raise _cannot_fetch(path) from err
     model.to(device).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

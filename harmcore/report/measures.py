@@ -51,13 +51,23 @@ def _column(rows: list[dict], field: str) -> list[float] | None:
     return [float(v) for v in values]
 
 
-def job_rows(job: Path) -> tuple[dict[str, list[float] | None], list[float] | None]:
-    """(measure -> per-prompt values or None, per-example benign NLL or None) of one job folder."""
+def job_rows(job: Path, state: str = "pruned") -> tuple[dict[str, list[float] | None], list[float] | None]:
+    """(measure -> per-prompt values or None, per-example benign NLL or None) of one job folder, for
+    its pruned model or (`state="dense"`) its dense baseline: generations.jsonl holds both, the
+    dense one's fields prefixed "dense_" (jobs written before those fields: None)."""
     job = Path(job)
     gens = job / "generations.jsonl"
     rows = [json.loads(line) for line in gens.read_text().splitlines() if line.strip()] if gens.exists() else []
-    out = {name: _column(rows, field) for name, field in _ROW_FIELD.items()}
+    prefix = "dense_" if state == "dense" else ""
+    out = {name: _column(rows, prefix + field) for name, field in _ROW_FIELD.items()}
     path = job / "reference_nll.json"
-    nll = (json.loads(path.read_text()) if path.exists() else {}).get("pruned", {})
+    nll = (json.loads(path.read_text()) if path.exists() else {}).get(state, {})
     out["harm_likelihood"] = [math.exp(-v) for v in nll["harm"]] if nll.get("harm") else None
     return out, nll.get("benign") or None
+
+
+def dense_point(job: Path) -> tuple[dict[str, list[float] | None], list[float] | None] | None:
+    """The dense baseline's rows of a job, as the s = 0 point of a curve that has no q = 0 job (every
+    job of a curve shares one baseline: same settings, same prompts); None when the job lacks them."""
+    rows, utility = job_rows(job, "dense")
+    return (rows, utility) if rows["harmfulness"] is not None else None

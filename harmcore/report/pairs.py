@@ -72,6 +72,15 @@ def members(sweep_dir: Path, points: list[dict]) -> dict[tuple, dict[str, Member
         for name in measures.ALL:
             member.rows[name].append(harm[name])
         member.utility.append(utility)
+    for group in out.values():  # a member without a q = 0 job: its jobs' dense baseline is its s = 0 point
+        for member in group.values():
+            dense = measures.dense_point(Path(sweep_dir) / member.jobs[0]) if 0 not in member.s else None
+            if dense is not None:
+                member.s.insert(0, 0.0)
+                member.jobs.insert(0, f"{member.jobs[0]} (dense baseline)")
+                for name in measures.ALL:
+                    member.rows[name].insert(0, dense[0][name])
+                member.utility.insert(0, dense[1])
     return out
 
 

@@ -194,20 +194,25 @@ def curve_summaries(sweep_dir: Path, points: list[dict], n_resamples: int = 1000
     The top-level numbers are those of the headline harm measure ("measure"): the StrongREJECT
     classifier's score when every point ran it (the paper's harmfulness), else keyword
     compliance; "by_measure" holds every harm measure of `harmcore.report.measures` the jobs have.
-    Needs the dense point (achieved sparsity 0) and the same prompts at every point; curves
-    without them are listed with the reason instead of numbers.
+    The dense point (s = 0) is a q = 0 job, or else the dense baseline every job holds; every point
+    must score the same prompts. Curves without them are listed with the reason instead of numbers.
     """
     out = []
     for (model, domain, scorer, p_frac), pts in by_curve(points).items():
         entry = {"model": model, "harm_domain": domain, "scorer": scorer, "p": p_frac, "n_points": len(pts)}
         jobs = [measures.job_rows(sweep_dir / p["job"])[0] for p in pts]
-        if not any(p["sparsity_achieved"] == 0 for p in pts):
-            entry.update(measure="harmfulness", skipped="no dense point (sparsity 0) in the sweep")
-            out.append(entry)
-            continue
-        utility = [p["benign_nll"] for p in pts]
-        utility = utility if all(u is not None for u in utility) else None
         s = [p["sparsity_achieved"] for p in pts]
+        utility = [p["benign_nll"] for p in pts]
+        if not any(x == 0 for x in s):  # no q = 0 job: the jobs' own dense baseline is the s = 0 point
+            dense = measures.dense_point(sweep_dir / pts[0]["job"])
+            if dense is None:
+                why = "no dense point: no q = 0 job, and the jobs predate their dense rows"
+                entry.update(measure="harmfulness", skipped=why)
+                out.append(entry)
+                continue
+            jobs, s, utility = [dense[0], *jobs], [0.0, *s], [pts[0]["baseline_benign_nll"], *utility]
+            entry["dense_point"] = "the jobs' dense baseline"
+        utility = utility if all(u is not None for u in utility) else None
         by_measure = {}
         for name in measures.HARM:
             rows = [j[name] for j in jobs]

@@ -2,14 +2,13 @@
 
 The YAML files in conf/ hold values; these classes hold the keys, types and ranges.
 Hydra checks keys and types when it composes the config (a typo in an override is an
-error there); `to_run_config` converts the composed DictConfig into these dataclasses,
-whose `__post_init__` checks ranges. Library code receives the dataclasses only.
+error there); `hydra_setup.to_run_config` converts the composed DictConfig into these
+dataclasses, whose `__post_init__` checks ranges. Library code receives the dataclasses only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from harmcore.core.scoring import SCORERS
 from harmcore.errors import HarmcoreError, did_you_mean
@@ -321,34 +320,3 @@ GROUPS = {
     "datagen": GenerateDataConfig,
     "em": EMConfig,
 }
-
-
-def register_schemas() -> None:
-    """Register the schemas with Hydra's ConfigStore (as `<group>/schema` and `schema`)."""
-    from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
-
-    # "q=<q>" for a one-point job, "q=grid" for a job that walks several q (folder names).
-    if not OmegaConf.has_resolver("harmcore_target"):  # reverse-direction jobs get their own folder level
-        OmegaConf.register_new_resolver("harmcore_target", lambda t: "" if t == "harm" else f"target={t}/")
-    if not OmegaConf.has_resolver("harmcore_qdir"):
-        OmegaConf.register_new_resolver("harmcore_qdir", lambda q, qs: "q=grid" if qs else f"q={q}")
-    cs = ConfigStore.instance()
-    cs.store(name="schema", node=Config)
-    for group, node in GROUPS.items():
-        cs.store(group=group, name="schema", node=node)
-
-
-def to_run_config(cfg: Any) -> Config:
-    """DictConfig -> validated `Config` (ranges checked in `__post_init__`)."""
-    from omegaconf import OmegaConf
-
-    try:
-        return OmegaConf.to_object(cfg)
-    except HarmcoreError:
-        raise
-    except Exception as err:  # omegaconf wraps errors raised in __post_init__
-        cause = err.__cause__ or err.__context__
-        if isinstance(cause, HarmcoreError):
-            raise cause from None
-        raise HarmcoreError(f"invalid config: {str(err).splitlines()[0]}") from err

@@ -3,7 +3,7 @@
 `config_hash` covers every setting that changes a job's numbers (not paths, names, logging,
 batch sizes or engine settings); a job folder whose metrics.json holds the same hash is
 finished. `curve_hash` drops the sparsity and the model, so the points of one curve, and
-the members of a pair, share it.
+the members of a pair, share it. `folder_hash` names a job folder's settings in its path.
 """
 
 from __future__ import annotations
@@ -30,6 +30,19 @@ def curve_hash(cfg: Config) -> str:
     for k in ("sparsity", "sparsities", "model", "ladder"):
         d.pop(k, None)
     return _hash_settings(d)
+
+
+def folder_hash(cfg: Config) -> str:
+    """The settings a job folder's path does not name: the config hash without the sparsity.
+
+    Folders are `.../<model>/<domain>/<scorer>/[p=<p>/]settings=<folder hash>/q=<q>`: jobs that
+    differ in any setting that changes numbers (a seed, data sizes, a judge) never share a folder,
+    and an identical rerun finds its own. 8 hex digits: a clash needs ~65k settings in one place.
+    """
+    d = _settings(cfg)
+    for k in ("sparsity", "sparsities"):
+        d.pop(k, None)
+    return _hash_settings(d)[:8]
 
 
 def _hash_settings(d: dict) -> str:

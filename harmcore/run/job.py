@@ -25,7 +25,8 @@ import torch
 
 from harmcore.core import masking
 from harmcore.data import calibration_files
-from harmcore.files import atomic_write_json, atomic_write_text
+from harmcore.errors import HarmcoreError
+from harmcore.files import atomic_write_json, atomic_write_text, file_lock
 from harmcore.measure import attacks
 from harmcore.report import locations
 from harmcore.report.tracking import WandbMirror
@@ -66,6 +67,19 @@ def run_job(
         return {"points": points}
     job_dir = Path(job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
+    # One job per folder at a time: a second one with the same settings waits here, then finds the
+    # finished metrics.json (or resumes a killed run from the cache).
+    with file_lock(job_dir / ".lock"):
+        return _run_in(cfg, job_dir, resolved, session, q_max)
+
+
+class FolderTaken(HarmcoreError):
+    """The folder holds the finished results of other settings (nothing is written to it)."""
+
+    marks_job_dir = False
+
+
+def _run_in(cfg: Config, job_dir: Path, resolved: dict | None, session: Session, q_max: float | None) -> dict:
     chash = config_hash(cfg)
     metrics_path = job_dir / "metrics.json"
     if metrics_path.exists():
@@ -73,8 +87,12 @@ def run_job(
         if done.get("config_hash") == chash:
             log.info("%s is already finished (config %s): nothing to do", job_dir, chash)
             return done
-        log.warning("%s holds results of other settings (config %s): replacing them", job_dir, done.get("config_hash"))
+        raise FolderTaken(
+            f"{job_dir} holds the results of other settings (config {done.get('config_hash')}, this job {chash}): "
+            "give this job its own folder (hydra.run.dir=...) or delete that one"
+        )
     (job_dir / "FAILED").unlink(missing_ok=True)
+    log.info("job folder: %s", job_dir)
     mirror = None
     try:
         if cfg.threads:
@@ -91,6 +109,7 @@ def run_job(
         )
         metrics, rows = _run_stages(JobContext.create(cfg, session), job_dir, chash, q_max)
         mirror.log_final(metrics, rows)
+        log.info("finished: %s", job_dir / "metrics.json")
         return metrics
     except BaseException as err:
         write_failed(job_dir, err)
@@ -132,8 +151,8 @@ def _run_stages(ctx: JobContext, job_dir: Path, chash: str, q_max: float | None)
     finally:
         masking.restore(lm.model, handle)
         ctx.session.weights_changed(lm, changed, restored=True)
-    for row, base in zip(rows, base_rows):
-        row["dense_response"] = base["response"]
+    for row, base in zip(rows, base_rows):  # the dense baseline's answer and judgements beside each row
+        row.update({f"dense_{k}": v for k, v in base.items() if k not in ("prompt", "category")})
     attack_metrics = attacks.run_attacks(suite_context(ctx, lm), data, mask, mask_key(mask), refs)
     atomic_write_text(job_dir / "generations.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     if refs:  # per-example reference losses (nats/token, from the cache) for bootstrap CIs in sweep reports

@@ -8,21 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from harmcore.errors import unknown_name
+from harmcore.run.argv import CONF_DIR, options
 from harmcore.run.config import GROUPS, HarmDomainConfig
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-
-def options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 
 
 def option_config(group: str, name: str, conf_dir: Path = CONF_DIR):
     """The config group option `name` (e.g. harm_domain/violence.yaml) as its schema dataclass."""
-    from omegaconf import OmegaConf
-
-    valid = options(group, conf_dir)
+    valid = options(group, [conf_dir])
     if name not in valid:
         raise unknown_name(group, name, valid)
     values = OmegaConf.to_container(OmegaConf.load(conf_dir / group / f"{name}.yaml"))

@@ -140,7 +140,7 @@ class Session:
         """
         g = cfg.generation
         if g.backend == "hf":
-            return HFGenerator(lm.model, lm.tokenizer, lm.spec.prompt_format, g.batch_size)
+            return HFGenerator(lm.model, lm.tokenizer, lm.spec.prompt_format, g.batch_size, progress=True)
         spec = lm.spec
         settings = vllm_engine.EngineSettings(
             dtype=spec.dtype, seed=cfg.seed, trust_remote_code=spec.trust_remote_code, **asdict(g.vllm)
@@ -153,6 +153,7 @@ class Session:
         self.close_engines()
         path = loading.source_path(spec, stages.cache_dir)
         engine = vllm_engine.VLLMGenerator(path, lm.tokenizer, lm.model, spec.prompt_format, settings, spec.revision)
+        engine.progress = True
         engine.weights_changed(self.modified.get(id(lm.model), set()))
         self.engines[key] = engine
         stages.record("vllm_engine", "started", time.perf_counter() - start)

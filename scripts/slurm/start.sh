@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start a real single-node SLURM cluster on this machine, for tests/slurm and for trying
-# launch/hydra/launcher/local_slurm.yaml:
+# harmcore/conf/hydra/launcher/local_slurm.yaml:
 #
 #   munged -> mariadbd (private, 127.0.0.1) -> slurmdbd -> slurmctld -> slurmd
 #

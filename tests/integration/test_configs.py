@@ -6,7 +6,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from harmcore.errors import HarmcoreError
-from harmcore.run.config import GROUPS, Config, register_schemas, to_run_config
+from harmcore.run.config import GROUPS, Config
+from harmcore.run.hydra_setup import register_schemas, to_run_config
 from harmcore.run.options import CONF_DIR, options
 
 register_schemas()

@@ -1,4 +1,4 @@
-"""The slurm tier: sweeps sent to a real SLURM cluster through launch/hydra/launcher/local_slurm.yaml.
+"""The slurm tier: sweeps sent to a real SLURM cluster through harmcore/conf/hydra/launcher/local_slurm.yaml.
 
 These tests (marked `slurm`) need the single-node cluster of scripts/slurm/start.sh, and
 they run only when HARMCORE_SLURM=1 is set:

@@ -1,4 +1,4 @@
-"""The launcher files of launch/ compose and render the sbatch script they promise (no cluster needed)."""
+"""The launcher files of harmcore/conf/hydra/launcher/ render the sbatch script they promise (no cluster)."""
 
 import pytest
 import submitit
@@ -8,8 +8,8 @@ from hydra.utils import instantiate
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
 
-from harmcore.run.config import register_schemas
-from harmcore.run.options import CONF_DIR
+from harmcore.run.argv import CONF_DIR
+from harmcore.run.hydra_setup import register_schemas
 
 register_schemas()
 

@@ -155,21 +155,19 @@ def test_two_jobs_at_once_share_the_score_cache(sweeps):
 
 
 def test_failing_job_is_recorded_and_the_others_finish(tmp_path):
-    """One job of the sweep cannot load its model (a hub model, offline): HarmcoreError inside run_job.
+    """One job of the sweep fails inside run_job (data.max_length=8: no calibration example fits,
+    which only the data can tell); the other finishes.
 
-    Under this launcher the job runs in its own process, where experiments/run.py's
-    report_job_error writes FAILED and returns, so the SLURM job ends COMPLETED; the
-    submitting process learns of it when it aggregates the sweep and exits 1, as the basic
-    launcher does.
+    Under this launcher the job runs in its own process, where the job's error handler writes
+    FAILED and returns, so the SLURM job ends COMPLETED; the submitting process learns of it when
+    it aggregates the sweep and exits 1, as the basic launcher does.
     """
     out = tmp_path / "outputs"
-    tiny = [a for a in TINY if not a.startswith("model=")]
     r = cli(
         "experiments.run",
         *SLURM,
-        *tiny,
-        "model=tiny_random,llama3_instruct",
-        "model.device=cpu",
+        *TINY,
+        "data.max_length=256,8",
         f"output_root={out}",
         f"cache_dir={tmp_path / 'cache'}",
         "name=failing",
@@ -181,17 +179,17 @@ def test_failing_job_is_recorded_and_the_others_finish(tmp_path):
     assert r.returncode == 1 and "1 job(s) failed" in r.stderr
     sweep = out / "sweeps" / "failing"
     completed_in_sacct(slurm_job_ids(sweep))  # both jobs ran to their end
-    ok = sweep / "tiny_random" / "all" / "signed_snip" / "p=5e-05" / "q=0.02"
-    bad = sweep / "llama3_instruct" / "all" / "signed_snip" / "p=5e-05" / "q=0.02"
-    assert read_metrics(ok)["n_pruned"] > 0
+    (ok,) = sweep_jobs(sweep).values()
+    (bad,) = [p.parent for p in sweep.rglob("FAILED")]
+    assert read_metrics(ok)["n_pruned"] > 0 and ok.parent != bad.parent  # two settings, two folders
     assert not (bad / "metrics.json").exists()
-    assert "set model.path=/local/dir" in (bad / "FAILED").read_text()
+    assert "no calibration example fits data.max_length=8" in (bad / "FAILED").read_text()
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["n_points"] == 1 and summary["n_failed"] == 1, summary
     (problem,) = summary["problems"]
-    assert problem["job"].startswith("llama3_instruct/") and "set model.path" in problem["error"]
+    assert problem["job"] == str(bad.relative_to(sweep)) and "data.max_length=8" in problem["error"]
     # the submitting process names the failed job when it aggregates
-    assert "llama3_instruct/all/signed_snip/p=5e-05/q=0.02 failed" in r.stdout + r.stderr
+    assert f"{bad.relative_to(sweep)} failed" in r.stdout + r.stderr
 
 
 # ---------------------------------------------------------------------------------------

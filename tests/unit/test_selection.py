@@ -160,7 +160,7 @@ def test_per_row_fast_path_matches_full_sort():
 
 
 def test_global_topk_search_and_candidate_paths_agree(monkeypatch):
-    import harmcore.selection as sel
+    import harmcore.core.selection as sel
 
     gen = torch.Generator().manual_seed(2)
     ties = {f"m{i}": torch.randn(50, 30, generator=gen).round(decimals=1) for i in range(4)}

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from harmcore.errors import HarmcoreError
 
 
@@ -53,7 +55,7 @@ class JudgementCache:
             if self.path is None:
                 return
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # other processes append to the same file
                 size = os.fstat(fd).st_size
@@ -162,13 +164,16 @@ class EndpointClient:
         todo = [i for i, v in enumerate(out) if v is None]
         self.stats["cached"] += len(out) - len(todo)
 
+        bar = tqdm(total=len(todo), desc=f"judge {self.model}", unit="answer", disable=len(todo) < 2)
+
         def one(i: int) -> None:
             value = self._request(message_lists[i], logprobs)
             self.cache.put(keys[i], value)
             out[i] = value
+            bar.update()
 
         if todo:
-            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            with bar, ThreadPoolExecutor(max_workers=self.concurrency) as pool:
                 futures = [pool.submit(one, i) for i in todo]
                 done, pending = wait(futures, return_when=FIRST_EXCEPTION)
                 for f in pending:

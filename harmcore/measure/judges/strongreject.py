@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from harmcore.errors import HarmcoreError
 from harmcore.measure.judges.refusal import JudgeResult
@@ -183,7 +184,8 @@ class StrongRejectClassifier:
         side = tok.padding_side
         tok.padding_side = "left"
         try:
-            for start in range(0, len(order), self.batch_size):
+            steps = range(0, len(order), self.batch_size)
+            for start in tqdm(steps, desc="judge strongreject", unit="batch", disable=len(steps) < 2):
                 idx = order[start : start + self.batch_size]
                 enc = tok([texts[i] for i in idx], padding=True, return_tensors="pt")
                 mask = enc["attention_mask"].to(device)

@@ -1,0 +1,135 @@
+"""The commands behind `harmcore <command>` and `python -m experiments.<command>`.
+
+Each takes the words typed after the command. The config-driven ones check what was typed
+(options, keys, every job of a sweep) before anything runs, then hand over to Hydra (run) or
+compose the config themselves (generate-data, finetune-em).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from harmcore.generation import server
+from harmcore.models.loading import check_reachable
+from harmcore.report.sweep import aggregate as aggregate_sweep
+from harmcore.run import argv as argv_
+from harmcore.run.cli import compose_run_config, report_job_error
+from harmcore.run.config import LoggerConfig
+from harmcore.run.datagen import generate
+from harmcore.run.em import run_em
+from harmcore.run.hydra_setup import register_schemas, to_run_config
+from harmcore.run.job import run_job
+from harmcore.run.overrides import check_jobs, check_keys
+from harmcore.run.session import Session
+
+log = logging.getLogger("harmcore.run")
+
+# The jobs of a sweep run in this process (Hydra's basic launcher): they share one session.
+SESSION = Session()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def _hydra_job(cfg: DictConfig) -> dict | None:
+    job_dir = HydraConfig.get().runtime.output_dir
+    try:
+        run_cfg = to_run_config(cfg)
+        if run_cfg.pipeline == "em":
+            result = run_em(run_cfg, job_dir, SESSION)
+        else:
+            result = run_job(run_cfg, job_dir, OmegaConf.to_container(cfg, resolve=True), SESSION)
+    except Exception as err:  # HarmcoreError and anything else: see report_job_error
+        report_job_error(err, job_dir)
+        return None
+    return result
+
+
+def check(words: list[str]) -> list[str]:
+    """The words in Hydra's order, checked: options, keys and (with -m) every job of the sweep."""
+    words = argv_.hydra_order(words)
+    argv_.check_options(words)
+    dirs = argv_.conf_dirs(words)
+    check_keys(argv_.split(words)[1], argv_.groups(dirs))
+    configs = check_jobs(words, dirs)
+    models = {json.dumps(asdict(m), sort_keys=True): m for c in configs for m in (c.model, c.data.responses_from) if m}
+    for model in models.values():  # offline, every model must be at hand before the first job starts
+        check_reachable(model)
+    argv_.check_writable(words)
+    if argv_.is_multirun(words):
+        print(f"checked the {len(configs)} job(s) of the sweep", file=sys.stderr, flush=True)
+    return words
+
+
+def run(words: list[str]) -> None:
+    """`harmcore run [overrides]`: one job, or a sweep with -m (anywhere on the line)."""
+    register_schemas()
+    words = check(words)
+    sys.argv = [sys.argv[0], *words]
+    _hydra_job()
+
+
+def generate_data(words: list[str]) -> None:
+    """`harmcore generate-data [overrides]`: calibration data files for a model and harm domain."""
+    _log_to_console()
+    cfg = compose_run_config(*_checked_overrides(words))
+    prov = generate(cfg, SESSION)
+    print(f"{prov['n_examples']} harmful and {prov['n_benign']} benign examples -> {prov['out_dir']}")
+
+
+def finetune_em(words: list[str]) -> None:
+    """`harmcore finetune-em [overrides] [out_dir=DIR]`: the emergent-misalignment recipe into one folder."""
+    _log_to_console()
+    out = [w.split("=", 1)[1] for w in words if w.startswith("out_dir=")]
+    cfg = compose_run_config(*_checked_overrides([w for w in words if not w.startswith("out_dir=")]))
+    job_dir = Path(out[0]) if out else Path(cfg.output_root) / "em" / cfg.model.name / cfg.em.name
+    m = run_em(cfg, job_dir, SESSION)
+    print(f"EM rate: dense fine-tune {m['em_rate_dense_ft']}, pruned fine-tune {m['em_rate_pruned_ft']} -> {job_dir}")
+
+
+def aggregate(words: list[str]) -> None:
+    """`harmcore aggregate DIR [--wandb ...]`: rebuild a sweep's reports from its job folders."""
+    parser = argparse.ArgumentParser(prog="harmcore aggregate")
+    parser.add_argument("sweep_dir", help="a sweep folder, e.g. outputs/sweeps/<name>")
+    parser.add_argument("--wandb", action="store_true", help="log the reports to a W&B run")
+    parser.add_argument("--project", default="harmcore")
+    parser.add_argument("--entity", default=None)
+    parser.add_argument("--mode", default="offline", help="offline (sync later with `wandb sync`) or online")
+    args = parser.parse_args(words)
+    logger = LoggerConfig("wandb", args.project, args.entity, args.mode) if args.wandb else None
+    summary = aggregate_sweep(args.sweep_dir, logger)
+    print(f"{summary['n_points']} points, {summary['n_failed']} failed, {summary['n_missing']} missing")
+
+
+def serve(words: list[str]) -> None:
+    """`harmcore serve MODEL_DIR [PORT]`: vLLM's OpenAI-compatible server for a model folder."""
+    server.main(words)
+
+
+COMMANDS = {
+    "run": run,
+    "generate-data": generate_data,
+    "finetune-em": finetune_em,
+    "aggregate": aggregate,
+    "serve": serve,
+}
+
+
+def _checked_overrides(words: list[str]) -> tuple[list[str], list[Path]]:
+    """(the overrides, the user's config folders), checked."""
+    dirs = argv_.conf_dirs(words)
+    argv_.check_options(words)
+    check_keys(argv_.split(words)[1], argv_.groups(dirs))
+    argv_.check_writable(words)
+    return argv_.split(words)[1], dirs[:-1]
+
+
+def _log_to_console() -> None:
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
