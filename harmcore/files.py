@@ -9,11 +9,14 @@ at once both end with one intact file. Tensors go to safetensors with string met
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import glob
 import hashlib
 import json
 import os
 import secrets
+import socket
 from pathlib import Path
 
 import torch
@@ -48,27 +51,63 @@ def follow_umask(folder: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
-def temp_path(path: Path) -> Path:
-    """A fresh name beside `path` for writing it before the rename (".<name>.<pid>.<random>.tmp")."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+HOST = socket.gethostname().replace(".", "-")
+
+
+def temp_path(path: Path, clean: bool = False) -> Path:
+    """A fresh name beside `path` for writing it before the rename (".<name>.<host>.<pid>.<random>.tmp").
+
+    With `clean`, temporary files that a killed process of this host left for the same target are
+    removed first (a SIGKILL during a score save leaves a model-sized file that nothing else would
+    remove); those of live processes, and of other hosts sharing the folder, are left alone.
+    """
+    for old in path.parent.glob(f".{glob.escape(path.name)}.{HOST}.*.tmp") if clean else ():
+        pid = old.name[len(path.name) + len(HOST) + 3 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            old.unlink(missing_ok=True)
+    return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def disk_errors(path: Path):
+    """A full disk or a refused write is one line naming the file, not a traceback."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM):
+            raise HarmcoreError(
+                f"cannot write {path} ({err.strerror}): free some space or choose another output_root / cache_dir"
+            ) from None
+        raise
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, fsync, rename. The file gets the mode the
     user's umask gives (a lab's shared cache_dir stays readable to the group), unlike mkstemp's 0600."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 @contextlib.contextmanager
@@ -124,16 +163,17 @@ def atomic_write_figure(path, fig, dpi: int = 100) -> None:
 def save_tensors(tensors: dict[str, torch.Tensor], path, meta: dict[str, str]) -> None:
     """safetensors with string metadata, written atomically (with the user's umask, as above)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        save_file(cpu, tmp, metadata={k: str(v) for k, v in meta.items()})
-        tmp.chmod(0o666 & ~umask())  # safetensors writes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(path, clean=True)
+        try:
+            cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+            save_file(cpu, tmp, metadata={k: str(v) for k, v in meta.items()})
+            tmp.chmod(0o666 & ~umask())  # safetensors writes 0600
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def read_meta(path) -> dict[str, str]:

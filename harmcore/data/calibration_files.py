@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from harmcore.data.examples import Example
+from harmcore.data.sources import text_field
 from harmcore.errors import HarmcoreError
 from harmcore.files import atomic_write_json, atomic_write_text
+from harmcore.inputs import read_text
 
 
 def normalise(text: str) -> str:
@@ -30,14 +32,18 @@ def read_examples(path) -> list[Example]:
     if not p.exists():
         raise HarmcoreError(f"calibration file {p} does not exist: make it with python -m experiments.generate_data")
     out = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_text(p, "calibration file").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            out.append(Example(str(row["prompt"]), str(row["response"]), row.get("category")))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise HarmcoreError(f"{p} line {n} is not a {{'prompt', 'response'}} JSON object ({err})") from None
+        except json.JSONDecodeError as err:
+            raise HarmcoreError(f"{p} line {n} is not a {{'prompt', 'response'}} JSON object ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise HarmcoreError(f"{p} line {n} is not a {{'prompt', 'response'}} JSON object")
+        category = row.get("category")
+        prompt, response = text_field(row, "prompt", f"{p} line {n}"), text_field(row, "response", f"{p} line {n}")
+        out.append(Example(prompt, response, category if isinstance(category, str) else None))
     if not out:
         raise HarmcoreError(f"calibration file {p} holds no examples")
     return out

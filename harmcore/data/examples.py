@@ -30,6 +30,7 @@ import torch
 from harmcore.errors import HarmcoreError
 
 FORMATS = ("raw", "chat")
+MAX_CHARS_PER_TOKEN = 64
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,11 @@ def tokenize(tokenizer, examples: Sequence[Example], spec: FormatSpec = FormatSp
         lead = _raw_lead(tokenizer, spec)
     else:  # a template writes its own special tokens; the Q/A fallback gets the tokenizer's
         lead = [] if has_chat_template(tokenizer) else leading_special_ids(tokenizer)
+    cap = spec.max_length * MAX_CHARS_PER_TOKEN
     for n, ex in enumerate(examples):
+        # Only max_length tokens are kept: text far beyond them is cut before the tokenizer sees it
+        # (a 50 MB line must not cost gigabytes); a token longer than MAX_CHARS_PER_TOKEN is unheard of.
+        ex = Example(ex.prompt[:cap], ex.response[:cap], ex.domain)
         if spec.kind == "raw":
             prompt_ids = lead + _encode(tokenizer, ex.prompt + "\n")
             response_ids = _encode(tokenizer, ex.response)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
+import io
 import json
 import random
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from harmcore.data import qa
 from harmcore.errors import HarmcoreError
+from harmcore.inputs import read_text
 
 STRONGREJECT_SHA256 = "4dd70357e4ff8b5d0ba5ebafecab5d6dd5633ce8046e3dd1c8bd93e64de44381"
 # Data files shipped with harmcore (written for this project).
@@ -95,7 +97,9 @@ def advbench(path: str | None = None) -> list[Prompt]:
         rows = read_table(path)
     else:
         rows = _hub_rows("walledai/AdvBench", "train", "AdvBench")
-    return [Prompt(r.get("goal") or r.get("prompt"), None, "advbench") for r in rows]
+    field = lambda r: "goal" if "goal" in r else "prompt"  # noqa: E731
+    where = f"harm_domain.path={path}" if path else "AdvBench"
+    return [Prompt(text_field(r, field(r), f"{where} row {n}"), None, "advbench") for n, r in enumerate(rows, 1)]
 
 
 def hexphi(path: str) -> list[Prompt]:
@@ -113,7 +117,10 @@ def hexphi(path: str) -> list[Prompt]:
 
 def jsonl_prompts(path: str) -> list[Prompt]:
     """A local JSONL of {"prompt": ..., "category": ...} objects."""
-    return [Prompt(r["prompt"], r.get("category"), "jsonl") for r in read_table(path)]
+    rows = read_table(path, "harm_domain.path")
+    return [
+        Prompt(text_field(r, "prompt", f"{path} row {n}"), r.get("category"), "jsonl") for n, r in enumerate(rows, 1)
+    ]
 
 
 def qa_prompts(path: str | None = None) -> list[Prompt]:
@@ -150,10 +157,17 @@ def benign_builtin() -> list[Prompt]:
 
 def alpaca_cleaned(path: str | None = None) -> list[tuple[Prompt, str]]:
     """Alpaca-cleaned (instruction [+ input], output) minus safety-related items."""
-    rows = read_table(path) if path else _hub_rows("yahma/alpaca-cleaned", "train", "Alpaca-cleaned")
+    rows = (
+        read_table(path, "data.benign_path") if path else _hub_rows("yahma/alpaca-cleaned", "train", "Alpaca-cleaned")
+    )
     out = []
-    for r in rows:
-        text = r["instruction"] + (("\n\n" + r["input"]) if r.get("input") else "")
+    for n, r in enumerate(rows, 1):
+        where = f"{path or 'Alpaca-cleaned'} row {n}"
+        text = text_field(r, "instruction", where)
+        extra = r.get("input") or ""
+        if not isinstance(extra, str) or not isinstance(r.get("output"), str):
+            raise HarmcoreError(f"{where}: 'input' and 'output' must be strings")
+        text += ("\n\n" + extra) if extra else ""
         if r["output"].strip() and not is_safety_related(text + "\n" + r["output"]):
             out.append((Prompt(text, None, "alpaca-cleaned"), r["output"]))
     return out
@@ -171,14 +185,32 @@ def split(items: list, n_eval: int, n_calibration: int, seed: int) -> tuple[list
     return calib, eval_items
 
 
-def read_table(path: str) -> list[dict]:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise HarmcoreError(f"data file {p} does not exist: fix the path")
-    if p.suffix == ".csv":
-        with open(p, encoding="utf-8", newline="") as f:
-            return list(csv.DictReader(f))
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_table(path: str, key: str = "data file") -> list[dict]:
+    """The rows of a CSV (header row) or JSONL file; one line naming the file (and line) when it is
+    missing, a folder, not UTF-8 or not rows of objects."""
+    text = read_text(path, key)
+    if Path(path).suffix == ".csv":
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise HarmcoreError(f"{key}={path} line {n} is not JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise HarmcoreError(f"{key}={path} line {n} is not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def text_field(row: dict, field: str, where: str) -> str:
+    """`row[field]` as a non-empty string; a number, null or a missing field is one line naming it."""
+    value = row.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise HarmcoreError(f"{where}: {field!r} must be a non-empty string, got {value!r}"[:300])
+    return value
 
 
 def _hub_rows(repo: str, split_name: str, label: str) -> list[dict]:

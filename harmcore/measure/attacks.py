@@ -20,6 +20,7 @@ from dataclasses import asdict
 
 import torch
 
+from harmcore.cache_entries import one_per
 from harmcore.core import masking
 from harmcore.core.selection import Mask, set_difference
 from harmcore.data.examples import Example
@@ -154,4 +155,4 @@ def _attack_generations(ctx, parts, requests, sampling, mask, mask_key, data, st
             if handle is not None:
                 masking.restore(ctx.model, handle)
 
-    return ctx.cache("generations", meta, compute, f"attack_{stage}")
+    return ctx.cache("generations", meta, compute, f"attack_{stage}", one_per(len(requests)))

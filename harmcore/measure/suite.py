@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from harmcore.cache_entries import one_per, with_keys
 from harmcore.data.examples import FormatSpec
 from harmcore.generation.base import Request, Sampling
 from harmcore.generation.hf import HFGenerator
@@ -54,12 +55,23 @@ class Context:
     prompt_format: str
     cfg: object  # harmcore.run.config.Config
     weights: dict  # model id + dense fingerprint: the cache identity of the loaded weights
-    cache: Callable  # cache(kind, meta, compute, stage) -> JSON value (the job's Stages.cached)
+    cache: Callable  # cache(kind, meta, compute, stage, expect) -> JSON value (the job's Stages.cached)
     scores: Callable  # scores(examples, method, stage) -> score tensors (the job's cached scores)
     cache_dir: Path
     fmt: FormatSpec
     # What the process keeps between jobs (the session's): the loaded StrongREJECT judge, template digests
     store: dict = field(default_factory=dict)
+
+
+def endpoint_needed(cfg) -> bool:
+    """Whether a job of these settings will ask the judge endpoint (then it is probed first)."""
+    e, ev = cfg.eval.endpoint, cfg.eval
+    uses = (
+        e.enabled
+        or (ev.utility.enabled and ev.utility.benign_judges)
+        or (ev.recognition.enabled and ev.recognition.explanation)
+    )
+    return bool(e.base_url and uses)
 
 
 def content_hash(obj) -> str:
@@ -129,7 +141,7 @@ def extra_judges(ctx: Context, prompts: Sequence[str], responses: Sequence[str],
         def compute():
             return [r.score for r in _strongreject_judge(ctx).score(list(prompts), list(responses))]
 
-        scores = ctx.cache("judgements", meta, compute, f"strongreject_{stage}")
+        scores = ctx.cache("judgements", meta, compute, f"strongreject_{stage}", one_per(len(responses), (int, float)))
         metrics["strongreject"], metrics["strongreject_ci"] = _mean_ci(scores, ctx)
         rows["strongreject"] = scores
     if ev.endpoint.enabled and ev.endpoint.base_url:
@@ -175,7 +187,7 @@ def utility_metrics(ctx: Context, mask_key: str, tag: str, benign_prompts: Seque
             text = utility.corpus_text(u.perplexity_source)
             return utility.perplexity(ctx.model, ctx.tokenizer, text, u.seqlen, u.stride, u.max_tokens)
 
-        result = ctx.cache("utility", meta, ppl, f"perplexity_{tag}")
+        result = ctx.cache("utility", meta, ppl, f"perplexity_{tag}", with_keys("perplexity", "tokens"))
         out["perplexity"], out["perplexity_tokens"] = result["perplexity"], result["tokens"]
     if u.lm_eval_tasks:
         meta = {**base, "what": "lm_eval", "tasks": sorted(u.lm_eval_tasks), "limit": u.lm_eval_limit,
@@ -187,7 +199,7 @@ def utility_metrics(ctx: Context, mask_key: str, tag: str, benign_prompts: Seque
                 u.lm_eval_batch_size, u.lm_eval_include_defaults,
             )  # fmt: skip
 
-        out["lm_eval"] = ctx.cache("utility", meta, lm_eval, f"lm_eval_{tag}")
+        out["lm_eval"] = ctx.cache("utility", meta, lm_eval, f"lm_eval_{tag}", with_keys(*u.lm_eval_tasks))
     if u.qa_source:
         meta = {**base, "what": "qa", "source": u.qa_source, "limit": u.qa_limit, "tokens": u.qa_max_new_tokens,
                 "prompt_format": ctx.prompt_format}  # fmt: skip
@@ -198,7 +210,7 @@ def utility_metrics(ctx: Context, mask_key: str, tag: str, benign_prompts: Seque
             result = utility.qa_accuracy(gen, items, u.qa_max_new_tokens)
             return {"accuracy": result["accuracy"], "correct": [r["correct"] for r in result["rows"]]}
 
-        result = ctx.cache("utility", meta, qa, f"qa_{tag}")
+        result = ctx.cache("utility", meta, qa, f"qa_{tag}", with_keys("accuracy", "correct"))
         out["qa_accuracy"] = result["accuracy"]
         out["qa_accuracy_ci"] = list(bootstrap_ci([float(c) for c in result["correct"]], ctx.cfg.eval.bootstrap))
     return out
@@ -212,7 +224,7 @@ def _benign_judgements(ctx: Context, base: dict, prompts: list[str], tag: str) -
             "sampling": json.dumps(asdict(sampling), sort_keys=True)}  # fmt: skip
     gen = HFGenerator(ctx.model, ctx.tokenizer, ctx.prompt_format, g.batch_size)
     answers = ctx.cache("generations", meta, lambda: gen.generate([Request(p) for p in prompts], sampling),
-                        f"benign_answers_{tag}")  # fmt: skip
+                        f"benign_answers_{tag}", one_per(len(prompts)))  # fmt: skip
     e = replace(ctx.cfg.eval.endpoint, judges=list(ctx.cfg.eval.utility.benign_judges))
     out: dict = {"n_benign_judged": len(prompts)}
     for name, judge in build_judges(e, ctx.cache_dir).items():
@@ -237,7 +249,8 @@ def recognition_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
         sampling = Sampling(tokens, 0.0, 1.0, ctx.cfg.seed)
         meta = {**base, "what": stage, "template": template, "prompts": content_hash(list(prompts)), "tokens": tokens}
         requests = [Request(template.format(prompt=p)) for p in prompts]
-        return ctx.cache("generations", meta, lambda: gen.generate(requests, sampling), f"{stage}_{tag}")
+        generate = lambda: gen.generate(requests, sampling)  # noqa: E731
+        return ctx.cache("generations", meta, generate, f"{stage}_{tag}", one_per(len(requests)))
 
     detected = answers(recognition.DETECT, [p for p, _ in items], rc.detection_tokens, "recognition_detect")
     verdicts = [recognition.classify(a, rc.first_words) for a in detected]

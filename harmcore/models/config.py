@@ -25,3 +25,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.prompt_format not in ("chat", "qa"):
             raise HarmcoreError(f"model.prompt_format={self.prompt_format}: use chat or qa")
+        if self.builder and self.path:
+            raise HarmcoreError(
+                f"model.path={self.path} has no effect: model {self.name} is built by harmcore "
+                f"(model.builder={self.builder}); to load a folder set model.builder=null too"
+            )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -11,6 +13,8 @@ from harmcore.errors import HarmcoreError
 from harmcore.files import default_cache_dir
 from harmcore.models.builders import build
 from harmcore.models.config import ModelConfig
+
+log = logging.getLogger("harmcore.models")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
@@ -57,7 +61,7 @@ def check_reachable(spec: ModelConfig) -> None:
         raise _cannot_fetch(path)
 
 
-def load(spec: ModelConfig, cache_dir: Path | None = None):
+def load(spec: ModelConfig, cache_dir: Path | None = None, rebuilt: bool = False):
     """Load (model, tokenizer) in eval mode; build embedded models into the cache on first use."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,9 +73,15 @@ def load(spec: ModelConfig, cache_dir: Path | None = None):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[spec.dtype], **kwargs)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # transformers and safetensors raise their own types for broken files
+        if spec.builder and not rebuilt:  # a model harmcore built, damaged in the cache: build it again
+            log.warning("the built model in %s cannot be loaded (%s): building it again", path, type(err).__name__)
+            shutil.rmtree(path, ignore_errors=True)
+            return load(spec, cache_dir, rebuilt=True)
         if Path(path).expanduser().is_dir():
             raise HarmcoreError(f"cannot load the model in {path}: {str(err).splitlines()[0]}") from err
+        if not isinstance(err, OSError | ValueError):
+            raise
         raise _cannot_fetch(path) from err
     model.to(device).eval()
     if tokenizer.pad_token_id is None:

@@ -12,15 +12,23 @@ import csv
 import json
 import math
 import os
+import re
 from pathlib import Path
 
-SECRET_MARKERS = ("key", "token", "secret", "password")
+# A key names a secret when its last word is one of these: api_key, hf_token, client_secret, password;
+# not max_new_tokens, response_tokens or api_key_env (the NAME of the variable that holds a key).
+SECRET_WORDS = ("key", "apikey", "token", "secret", "password", "passwd", "credentials")
+
+
+def is_secret_key(key) -> bool:
+    words = [w for w in re.split(r"[^a-z0-9]+", str(key).lower()) if w]
+    return bool(words) and words[-1] in SECRET_WORDS
 
 
 def strip_secrets(obj):
     """Drop dict entries whose key names a secret (api_key, hf_token, ...)."""
     if isinstance(obj, dict):
-        return {k: strip_secrets(v) for k, v in obj.items() if not any(m in str(k).lower() for m in SECRET_MARKERS)}
+        return {k: strip_secrets(v) for k, v in obj.items() if not is_secret_key(k)}
     if isinstance(obj, list):
         return [strip_secrets(v) for v in obj]
     return obj

@@ -103,16 +103,22 @@ def check_options(argv: list[str]) -> None:
                     raise unknown_name(key, v, valid)
 
 
+# Settings that name folders harmcore writes into.
+FOLDER_KEYS = ("output_root", "cache_dir", "hydra.run.dir", "hydra.sweep.dir", "datagen.out_dir")
+
+
 def check_writable(argv: list[str]) -> None:
-    """output_root (created if need be) takes files: the last check, when everything else passed."""
+    """Every folder named on the line (created if need be) takes files: the last check, when all
+    else passed, so that a line with a mistake creates nothing."""
     for arg in split(argv)[1]:
-        if arg.split("=", 1)[0].lstrip("+") == "output_root":
-            path = Path(arg.split("=", 1)[1]).expanduser()
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") in FOLDER_KEYS and value not in ("", "null") and "${" not in value:
+            path = Path(value).expanduser()
             try:
                 path.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryFile(dir=path):
                     pass
             except OSError as err:
                 raise HarmcoreError(
-                    f"output_root={path} is not writable ({err.strerror}): choose a folder you can write to"
+                    f"{key.lstrip('+')}={path} is not writable ({err.strerror}): choose a folder you can write to"
                 ) from None

@@ -8,6 +8,8 @@ dataclasses, whose `__post_init__` checks ranges. Library code receives the data
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 
 from harmcore.core.scoring import SCORERS
@@ -29,6 +31,19 @@ def _fraction(name: str, value: float) -> None:
         raise HarmcoreError(f"{name}={value} is outside [0, 1): it is a fraction of weights, e.g. 1e-5")
 
 
+MIN_BOOTSTRAP = 10  # resamples; fewer give intervals that are mostly width zero
+
+# Names that become folder names: no path separators, no leading dot ("..", ".", "/x" would leave output_root).
+_PATH_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.=+-]*")
+
+
+def path_name(key: str, value: str) -> None:
+    if not isinstance(value, str) or not _PATH_NAME.fullmatch(value):
+        raise HarmcoreError(
+            f"{key}={value!r} becomes a folder name: use letters, digits and _ . = + - (no '/', no leading '.')"
+        )
+
+
 def _positive(name: str, value: int) -> None:
     if int(value) < 1:
         raise HarmcoreError(f"{name}={value}: use a positive integer")
@@ -44,6 +59,7 @@ class HarmDomainConfig:
     def __post_init__(self) -> None:
         if self.source not in ("strongreject", "advbench", "hexphi", "jsonl", "qa"):
             raise HarmcoreError(f"harm_domain.source={self.source}: use strongreject, advbench, hexphi, jsonl or qa")
+        path_name("harm_domain.name", self.name)
 
 
 @dataclass
@@ -98,6 +114,7 @@ class ScorerConfig:
                 valid = ", ".join(sorted(SCORERS))
                 raise HarmcoreError(f"scorer.{key}={value}: use one of {valid}.{did_you_mean(value, SCORERS)}")
         _positive("scorer.batch_size", self.batch_size)
+        path_name("scorer.name", self.name)
 
 
 @dataclass
@@ -149,8 +166,10 @@ class GenerationConfig:
             raise HarmcoreError(f"generation.backend={self.backend}: use one of {', '.join(GENERATION_BACKENDS)}")
         _positive("generation.max_new_tokens", self.max_new_tokens)
         _positive("generation.batch_size", self.batch_size)
-        if self.temperature < 0:
+        if not math.isfinite(self.temperature) or self.temperature < 0:
             raise HarmcoreError(f"generation.temperature={self.temperature}: use 0 (greedy) or more")
+        if not 0.0 < self.top_p <= 1.0:
+            raise HarmcoreError(f"generation.top_p={self.top_p}: use a fraction in (0, 1]")
 
 
 @dataclass
@@ -169,6 +188,11 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.refusal_mode not in ("corrected", "wei"):
             raise HarmcoreError(f"eval.refusal_mode={self.refusal_mode}: use corrected or wei")
+        if self.bootstrap < MIN_BOOTSTRAP:
+            raise HarmcoreError(
+                f"eval.bootstrap={self.bootstrap}: intervals from fewer than {MIN_BOOTSTRAP} resamples mean nothing; "
+                "use 1000 (the default)"
+            )
         scored = ("coherence", "usefulness", *self.endpoint.templates)  # 0-100 judges
         for name in self.utility.benign_judges:
             if name not in scored:
@@ -244,6 +268,7 @@ class EMConfig:
         for key in ("n_train", "n_heldout", "n_benign", "response_tokens", "lora_r", "batch_size", "grad_accum",
                     "epochs", "checkpoint_every", "samples", "max_new_tokens", "max_length"):  # fmt: skip
             _positive(f"em.{key}", getattr(self, key))
+        path_name("em.name", self.name)
         _fraction("em.q", self.q)
         _fraction("em.p", self.p)
         if self.lr <= 0:
@@ -306,6 +331,11 @@ class Config:
         _fraction("sparsity", self.sparsity)
         for q in self.sparsities or []:
             _fraction("sparsities", q)
+        if self.model.name != "???":  # the schema's "set me" marker, never a folder
+            path_name("model.name", self.model.name)
+        path_name("name", self.name)
+        if self.threads is not None and self.threads < 1:
+            raise HarmcoreError(f"threads={self.threads}: use a positive number of CPU threads, or null")
 
 
 GROUPS = {

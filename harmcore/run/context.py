@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from harmcore.cache_entries import one_per
 from harmcore.core.losses import response_nll
 from harmcore.data.examples import Example, FormatSpec, data_hash
 from harmcore.files import default_cache_dir
@@ -86,7 +87,7 @@ class JobContext:
             log.info("%s: %d generations, %.1f tok/s", stage, len(outputs), rate)
             return outputs
 
-        return self.stages.cached("generations", meta, compute, stage)
+        return self.stages.cached("generations", meta, compute, stage, one_per(len(prompts)))
 
     def nll(self, lm: LoadedModel, examples: list[Example], mask_key: str, stage: str) -> list[float]:
         """Per-example response NLL (nats/token) of the model, dense or masked; cached, so a sweep's
@@ -97,4 +98,4 @@ class JobContext:
         def compute():
             return response_nll(lm.model, lm.tokenizer, examples, fmt, self.cfg.scorer.batch_size)
 
-        return self.stages.cached("nll", meta, compute, stage)
+        return self.stages.cached("nll", meta, compute, stage, one_per(len(examples), (int, float)))

@@ -27,6 +27,7 @@ import json
 import logging
 from pathlib import Path
 
+from harmcore.cache_entries import one_per
 from harmcore.data import calibration_files, sources
 from harmcore.data.examples import Example
 from harmcore.errors import HarmcoreError
@@ -83,7 +84,7 @@ def _answers(ctx: JobContext, lm: LoadedModel, prompts, prefixes) -> list[str]:
         # The generator strips its output; the prefix ends at a word boundary, so a space joins them.
         return [f"{x} {o}".strip() if x else o for x, o in zip(prefixes, outs)]
 
-    return ctx.stages.cached("generations", meta, compute, "generate_data")
+    return ctx.stages.cached("generations", meta, compute, "generate_data", one_per(len(prompts)))
 
 
 def generate(cfg: Config, session: Session | None = None) -> dict:

@@ -167,8 +167,10 @@ def run_em(cfg: Config, job_dir: str | Path, session: Session | None = None) -> 
     if not cfg.eval.endpoint.base_url:
         raise HarmcoreError("EM evaluation needs a judge: set eval.endpoint.base_url and eval.endpoint.model")
     ctx = JobContext.create(cfg, session, job_dir, label="em")
-    # The questions and judge templates are read and checked before anything is trained or written.
+    # The questions and judge templates are read and checked before anything is trained or written,
+    # and the judge is asked once: it is needed only at the end, after the fine-tunes.
     questions, templates, inputs = eval_inputs(cfg, ctx.cache_dir)
+    client_from(cfg.eval.endpoint, ctx.cache_dir).probe()
     job_dir.mkdir(parents=True, exist_ok=True)
     _claim(job_dir, _stages_hash(cfg, inputs))
     atomic_write_json(job_dir / "provenance.json", provenance(cfg))

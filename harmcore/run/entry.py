@@ -18,6 +18,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from harmcore.errors import HarmcoreError
 from harmcore.generation import server
 from harmcore.models.loading import check_reachable
 from harmcore.report.sweep import aggregate as aggregate_sweep
@@ -26,6 +27,7 @@ from harmcore.run.cli import compose_run_config, report_job_error
 from harmcore.run.config import LoggerConfig
 from harmcore.run.datagen import generate
 from harmcore.run.em import run_em
+from harmcore.run.hashing import missing_user_files
 from harmcore.run.hydra_setup import register_schemas, to_run_config
 from harmcore.run.job import run_job
 from harmcore.run.overrides import check_jobs, check_keys
@@ -59,6 +61,9 @@ def check(words: list[str]) -> list[str]:
     dirs = argv_.conf_dirs(words)
     check_keys(argv_.split(words)[1], argv_.groups(dirs))
     configs = check_jobs(words, dirs)
+    for cfg in configs:
+        for key, path in missing_user_files(cfg):
+            raise HarmcoreError(f"{key}={path} does not exist: fix the path")
     models = {json.dumps(asdict(m), sort_keys=True): m for c in configs for m in (c.model, c.data.responses_from) if m}
     for model in models.values():  # offline, every model must be at hand before the first job starts
         check_reachable(model)

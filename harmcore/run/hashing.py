@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict
+from pathlib import Path
 
+from harmcore.inputs import digest
 from harmcore.run.config import Config
+from harmcore.run.options import domain_config
 
 
 def config_hash(cfg: Config) -> str:
@@ -49,8 +52,64 @@ def _hash_settings(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def user_files(cfg: Config) -> dict[str, str]:
+    """The local files and folders the settings name (key -> path): their content is part of the
+    settings. Hub names (trivia_qa, wikitext, a hub model id) are not files and stay names."""
+    e, d = cfg.eval, cfg.data
+    named = {
+        "data.harm_path": d.harm_path,
+        "data.benign_path": d.benign_path,
+        "harm_domain.path": cfg.harm_domain.path,
+    }
+    for key in ("eval_domain", "intersect_domains"):
+        for name in [getattr(cfg, key)] if key == "eval_domain" else getattr(cfg, key) or []:
+            if name:
+                named[f"{key}:{name}.path"] = domain_config(name).path
+    if e.recognition.enabled:
+        named["eval.recognition.path"] = e.recognition.path
+    if e.utility.enabled:
+        u = e.utility
+        named.update({"eval.utility.perplexity_source": u.perplexity_source, "eval.utility.qa_source": u.qa_source,
+                      "eval.utility.lm_eval_include_path": u.lm_eval_include_path})  # fmt: skip
+    if e.strongreject.enabled:
+        named["eval.strongreject.template_path"] = e.strongreject.template_path
+    if e.endpoint.enabled:
+        named.update({f"eval.endpoint.templates.{k}": v for k, v in e.endpoint.templates.items()})
+    return {k: v for k, v in named.items() if v and Path(v).expanduser().exists()}
+
+
+def missing_user_files(cfg: Config) -> list[tuple[str, str]]:
+    """(key, path) of each file the settings need that is not there (checked before any job runs)."""
+    need = {"data.harm_path": cfg.data.harm_path, "eval.strongreject.template_path": None}
+    if cfg.data.benign_source == "jsonl":
+        need["data.benign_path"] = cfg.data.benign_path
+    if cfg.harm_domain.source in ("hexphi", "jsonl"):
+        need["harm_domain.path"] = cfg.harm_domain.path
+    if cfg.eval.strongreject.enabled:
+        need["eval.strongreject.template_path"] = cfg.eval.strongreject.template_path
+    if cfg.eval.recognition.enabled:
+        need["eval.recognition.path"] = cfg.eval.recognition.path
+    if cfg.eval.endpoint.enabled:
+        need.update({f"eval.endpoint.templates.{k}": v for k, v in cfg.eval.endpoint.templates.items()})
+    if cfg.eval.utility.enabled:
+        u = cfg.eval.utility
+        need["eval.utility.lm_eval_include_path"] = u.lm_eval_include_path
+        for key, value in (
+            ("eval.utility.qa_source", u.qa_source),
+            ("eval.utility.perplexity_source", u.perplexity_source),
+        ):
+            if value and ("/" in value or Path(value).suffix):  # a file, not a hub dataset name
+                need[key] = value
+    if cfg.harm_domain.source in ("hexphi",) and not cfg.harm_domain.path:
+        return [("harm_domain.path", "null")]
+    return [(k, v) for k, v in need.items() if v and not Path(v).expanduser().exists()]
+
+
 def _settings(cfg: Config) -> dict:
     d = asdict(cfg)
+    files = user_files(cfg)
+    if files:  # by content: a changed file is another job (jobs without user files keep their hash)
+        d["inputs"] = {key: digest(path, key) for key, path in sorted(files.items())}
     for k in ("logger", "output_root", "cache_dir", "threads", "name", "datagen", "em", "pipeline"):
         d.pop(k, None)
     d["generation"].pop("vllm", None)  # how the engine is built, not what it computes

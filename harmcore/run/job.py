@@ -27,7 +27,8 @@ from harmcore.core import masking
 from harmcore.data import calibration_files
 from harmcore.errors import HarmcoreError
 from harmcore.files import atomic_write_json, atomic_write_text, file_lock
-from harmcore.measure import attacks
+from harmcore.measure import attacks, suite
+from harmcore.measure.judges.client import client_from
 from harmcore.report import locations
 from harmcore.report.tracking import WandbMirror
 from harmcore.run.config import Config
@@ -73,6 +74,20 @@ def run_job(
         return _run_in(cfg, job_dir, resolved, session, q_max)
 
 
+def _read_metrics(path: Path) -> dict | None:
+    """A finished job's metrics.json, or None (none yet, or unreadable: the job runs again)."""
+    if not path.exists():
+        return None
+    try:
+        done = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(done, dict):
+            return done
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    log.warning("%s cannot be read: running the job again", path)
+    return None
+
+
 class FolderTaken(HarmcoreError):
     """The folder holds the finished results of other settings (nothing is written to it)."""
 
@@ -82,8 +97,8 @@ class FolderTaken(HarmcoreError):
 def _run_in(cfg: Config, job_dir: Path, resolved: dict | None, session: Session, q_max: float | None) -> dict:
     chash = config_hash(cfg)
     metrics_path = job_dir / "metrics.json"
-    if metrics_path.exists():
-        done = json.loads(metrics_path.read_text())
+    done = _read_metrics(metrics_path)
+    if done is not None:
         if done.get("config_hash") == chash:
             log.info("%s is already finished (config %s): nothing to do", job_dir, chash)
             return done
@@ -124,6 +139,8 @@ def _run_stages(ctx: JobContext, job_dir: Path, chash: str, q_max: float | None)
     start = time.perf_counter()
     lm = ctx.model()
     ctx.generator(lm)  # a vLLM engine that cannot start fails the job here, not half-way
+    if suite.endpoint_needed(cfg):  # so does a judge endpoint that does not answer
+        client_from(cfg.eval.endpoint, ctx.cache_dir).probe()
     data = prepare_data(ctx, lm)
     keep = score_slots(cfg)
     harm = scores_cached(ctx, lm, data.harm_calibration, cfg.scorer.harm_method, "scores_harm", keep)

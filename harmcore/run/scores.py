@@ -17,8 +17,9 @@ from dataclasses import asdict
 import harmcore
 from harmcore.core import scoring
 from harmcore.core.masking import content_key
-from harmcore.core.score_store import load_scores, save_scores, score_path
+from harmcore.core.score_store import StaleScores, load_scores, save_scores, score_path
 from harmcore.core.selection import Mask, SetDifference, set_difference
+from harmcore.core.weights import prunable_linears
 from harmcore.data.examples import data_hash
 from harmcore.files import file_lock
 from harmcore.run.config import Config
@@ -78,10 +79,15 @@ def scores_cached(ctx: JobContext, lm: LoadedModel, examples, method: str, stage
 def _load_or_compute(ctx: JobContext, lm, examples, method, path, meta, stage, start):
     cfg = ctx.cfg
     if path.exists():
-        scores = load_scores(path, meta)
-        ctx.stages.record(stage, "cached", time.perf_counter() - start)
-        log.info("%s: %s scores read from %s", stage, method, path)
-        return scores
+        shapes = {n: tuple(m.weight.shape) for n, m in prunable_linears(lm.model).items()}
+        try:
+            scores = load_scores(path, meta, shapes=shapes)
+        except StaleScores as err:
+            log.warning("%s: %s: computing the scores again", stage, err)
+        else:
+            ctx.stages.record(stage, "cached", time.perf_counter() - start)
+            log.info("%s: %s scores read from %s", stage, method, path)
+            return scores
     scores = scoring.compute(
         lm.model,
         examples,

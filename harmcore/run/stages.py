@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from harmcore.cache_entries import ENTRY, Check, read_entry, value_digest
 from harmcore.files import atomic_write_json, file_lock, key_of
 
 log = logging.getLogger("harmcore.stages")
@@ -40,20 +41,27 @@ class Stages:
     def total(self) -> float:
         return sum(self.seconds.values())
 
-    def cached(self, kind: str, meta: dict, compute: Callable[[], object], stage: str):
+    def cached(self, kind: str, meta: dict, compute: Callable[[], object], stage: str, expect: Check | None = None):
         """`compute()`'s JSON-able result, stored under <cache_dir>/<kind>/ by the hash of `meta`.
 
-        Locked so that concurrent jobs needing the same entry compute it once; written atomically.
+        Locked so that concurrent jobs needing the same entry compute it once; written atomically
+        with the sha256 of its value. An entry read back must decode, match its digest and pass
+        `expect` (e.g. one string per prompt); one that does not is recomputed, with a warning.
         """
         path = self.cache_dir / kind / f"{key_of(meta)}.json"
         start, inner = time.perf_counter(), self.total()
         with file_lock(path.with_suffix(".lock")):
             if path.exists():
-                value = json.loads(path.read_text(encoding="utf-8"))
-                self.record(stage, "cached", time.perf_counter() - start)
-                return value
+                value, problem = read_entry(path, expect)
+                if problem is None:
+                    self.record(stage, "cached", time.perf_counter() - start)
+                    return value
+                log.warning("%s: the cache entry %s %s: computing it again", stage, path, problem)
             value = compute()
-            atomic_write_json(path, value)
+            problem = expect(value) if expect else None
+            if problem is not None:  # a bug, not a cache problem: never store it
+                raise RuntimeError(f"{stage} computed a value that {problem}")
+            atomic_write_json(path, {ENTRY: 1, "sha256": value_digest(value), "value": value})
         # stages recorded inside compute (a vLLM engine started for it) are not counted twice
         self.record(stage, "computed", time.perf_counter() - start - (self.total() - inner))
         return value

@@ -46,5 +46,16 @@ def test_bad_files_are_one_clear_error(tmp_path):
         cd.read_examples(tmp_path / "missing.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x"}\n')
+    with pytest.raises(HarmcoreError, match="line 1: 'response' must be a non-empty string, got None"):
+        cd.read_examples(bad)
+    bad.write_text('{"prompt": "x", "response": 123}\n')  # a number is not silently turned into "123"
+    with pytest.raises(HarmcoreError, match="'response' must be a non-empty string, got 123"):
+        cd.read_examples(bad)
+    bad.write_text("not json\n")
     with pytest.raises(HarmcoreError, match="line 1 is not a"):
         cd.read_examples(bad)
+    bad.write_bytes(b'{"prompt": "\xff\xfe", "response": "y"}\n')
+    with pytest.raises(HarmcoreError, match="is not UTF-8 text"):
+        cd.read_examples(bad)
+    with pytest.raises(HarmcoreError, match="is a folder: give a file"):
+        cd.read_examples(tmp_path)

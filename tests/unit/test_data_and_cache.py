@@ -123,3 +123,15 @@ def test_score_cache_roundtrip_and_metadata_check(tmp_path):
     with pytest.raises(HarmcoreError, match="delete the file"):
         load_scores(tmp_path / "corrupt.safetensors")
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_huge_line_is_cut_before_the_tokenizer_sees_it(tiny_tok, monkeypatch):
+    """Only max_length tokens are kept: a 5 MB response reaches the tokenizer cut to max_length x 64 chars."""
+    from harmcore.data import examples
+
+    seen = []
+    encode = examples._encode
+    monkeypatch.setattr(examples, "_encode", lambda tok, text: seen.append(len(text)) or encode(tok, text))
+    (t,) = tokenize(tiny_tok, [Example("Tell me.", "word " * 1_000_000)], FormatSpec(max_length=32))
+    assert len(t.prompt_ids) + len(t.response_ids) == 32
+    assert max(seen) <= 32 * examples.MAX_CHARS_PER_TOKEN

@@ -286,6 +286,9 @@ class _FakeJudge:
     def complete(self, message_lists, logprobs=None):
         return [{"text": "no" if "yes or no" in m[0]["content"] else "20"} for m in message_lists]
 
+    def probe(self):
+        self.complete([[{"role": "user", "content": "Reply with the word OK."}]])
+
 
 def test_em_run_holds_one_fine_tuned_copy_at_a_time_with_the_same_weights(tmp_path, monkeypatch):
     import gc

@@ -14,6 +14,8 @@ FLOORS = {
     "conf": 0,  # the YAML config groups (a package only so that it is installed)
     "errors": 0,
     "files": 0,
+    "cache_entries": 0,  # the promise of a cache entry and its check
+    "inputs": 0,  # the user's files: read with one-line errors, known by content
     "data": 1,
     "core": 2,
     "generation": 3,

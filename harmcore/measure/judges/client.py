@@ -121,14 +121,23 @@ class EndpointClient:
         )
         for attempt in range(self.retries + 1):
             try:
-                resp = self._client.chat.completions.create(**kwargs)
-                break
+                return _answer(self._client.chat.completions.create(**kwargs), logprobs)
             except retryable as err:
                 if attempt == self.retries:
                     raise HarmcoreError(
                         f"judge endpoint {self.base_url} failed after {attempt + 1} attempts "
                         f"({type(err).__name__}): check that it is up, or raise eval.endpoint.retries/timeout_s"
                     ) from err
+                self.stats["retries"] += 1
+                time.sleep(self.backoff_s * 2**attempt)
+            except (openai.APIResponseValidationError, MalformedAnswer, ValueError) as err:
+                # HTML, truncated JSON, {} or no choices: maybe a proxy's hiccup, so retried, then one line
+                if attempt == self.retries:
+                    raise HarmcoreError(
+                        f"judge endpoint {self.base_url} did not answer with a chat completion "
+                        f"({one_line(err, 160)}) after {attempt + 1} attempts: check that eval.endpoint.base_url "
+                        "is an OpenAI-compatible /v1 URL"
+                    ) from None
                 self.stats["retries"] += 1
                 time.sleep(self.backoff_s * 2**attempt)
             except openai.AuthenticationError as err:
@@ -146,11 +155,12 @@ class EndpointClient:
                     f"judge endpoint {self.base_url} answered HTTP {err.status_code} ({type(err).__name__}) "
                     f"for model {self.model!r}: {one_line(err.message)}"
                 ) from err
-        choice = resp.choices[0]
-        out = {"text": choice.message.content or ""}
-        if logprobs and choice.logprobs and choice.logprobs.content:
-            out["top_logprobs"] = [[t.token, t.logprob] for t in choice.logprobs.content[0].top_logprobs]
-        return out
+        raise AssertionError("unreachable: every attempt returns or raises")
+
+    def probe(self) -> None:
+        """One uncached request, before any work that will need the endpoint: a wrong URL, model or
+        key is found in seconds, not after the generations it would judge."""
+        self._request([{"role": "user", "content": "Reply with the word OK."}], None)
 
     def complete(self, message_lists: Sequence[list[dict]], logprobs: int | None = None) -> list[dict]:
         """One completion per message list ({"text", ["top_logprobs"]}), in order.
@@ -183,6 +193,29 @@ class EndpointClient:
                     if f.done() and not f.cancelled() and f.exception():
                         raise f.exception()
         return out  # type: ignore[return-value]
+
+
+class MalformedAnswer(ValueError):
+    """A response that parsed but is not a chat completion."""
+
+
+def _answer(resp, logprobs: int | None) -> dict:
+    """{"text", ["top_logprobs"]} of a chat completion, checked field by field."""
+    choices = getattr(resp, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise MalformedAnswer(f"no choices in {one_line(resp, 120)}")
+    message = getattr(choices[0], "message", None)
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        raise MalformedAnswer(f"message content {one_line(content, 80)} is not text")
+    out = {"text": content or ""}
+    lp = getattr(choices[0], "logprobs", None)
+    if logprobs and lp is not None and getattr(lp, "content", None):
+        try:
+            out["top_logprobs"] = [[str(t.token), float(t.logprob)] for t in lp.content[0].top_logprobs]
+        except (AttributeError, TypeError, ValueError, IndexError) as err:
+            raise MalformedAnswer(f"logprobs are not token/logprob pairs ({type(err).__name__})") from None
+    return out
 
 
 def client_from(cfg, cache_dir: str | os.PathLike) -> EndpointClient:
