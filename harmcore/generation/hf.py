@@ -68,7 +68,9 @@ class HFGenerator:
             )
             if sampling.temperature > 0:
                 torch.manual_seed(sampling.seed + b)
-                kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+                kwargs.update(
+                    do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k
+                )
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             out = self.model.generate(**enc, **kwargs)

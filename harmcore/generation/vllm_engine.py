@@ -202,7 +202,7 @@ class VLLMGenerator:
             max_tokens=sampling.max_new_tokens,
             temperature=0.0 if greedy else sampling.temperature,
             top_p=1.0 if greedy else sampling.top_p,
-            top_k=0,
+            top_k=sampling.top_k if not greedy else 0,
             seed=None if greedy else sampling.seed + index,  # per prompt: independent of batching
             stop_token_ids=[self.tokenizer.eos_token_id],
             detokenize=False,

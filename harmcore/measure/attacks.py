@@ -26,7 +26,7 @@ from harmcore.core.selection import Mask, set_difference
 from harmcore.data.examples import Example
 from harmcore.data.refusals import own_refusal_examples
 from harmcore.errors import HarmcoreError
-from harmcore.generation.base import Request, Sampling
+from harmcore.generation.base import Request, sampling_for
 from harmcore.generation.hf import HFGenerator
 from harmcore.measure.config import parse_attack
 from harmcore.measure.suite import Context, content_hash, harm_metrics
@@ -83,7 +83,7 @@ def run_attacks(ctx: Context, data, harm_mask: Mask, mask_key: str, refs: dict) 
     a, g = ctx.cfg.eval.attacks, ctx.cfg.generation
     if not a.attacks:
         return {}
-    sampling = Sampling(g.max_new_tokens, g.temperature, g.top_p, ctx.cfg.seed)
+    sampling = sampling_for(g, ctx.model, ctx.cfg.seed)
     references = {ex.prompt: ex.response for ex in refs.get("harm", [])}
     ablation = None
     out = {}
@@ -128,7 +128,7 @@ def _attack_generations(ctx, parts, requests, sampling, mask, mask_key, data, st
         "mask": mask_key,
         "attack": "+".join(parts),
         "requests": content_hash([asdict(r) for r in requests]),
-        "sampling": asdict(sampling),
+        "sampling": sampling.key(),
         "prompt_format": ctx.prompt_format,
         # the ablation mask itself: it also depends on the calibration requests and benign set
         "ablation": (a.ablation_q, a.ablation_p, masking.content_key(mask)) if "refusal_ablation" in parts else None,

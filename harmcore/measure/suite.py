@@ -37,6 +37,7 @@ from harmcore.measure.judges.endpoint import build_judges
 from harmcore.measure.judges.refusal import RefusalKeywordJudge
 from harmcore.measure.judges.strongreject import (
     StrongRejectClassifier,
+    judge_dtype,
     load_judge_model,
     load_template,
     template_digest,
@@ -134,7 +135,8 @@ def extra_judges(ctx: Context, prompts: Sequence[str], responses: Sequence[str],
             "revision": c.revision,
             "template_sha256": _template_digest(ctx, c.template_path, c.template_sha256),
             "max_len": c.max_response_length,
-            "dtype": c.dtype,
+            "judged_text": "the response's own tokens, no special-token text",  # judgements before this had a BOS text
+            "dtype": judge_dtype(c.dtype),
             **pairs,
         }
 
@@ -221,7 +223,7 @@ def _benign_judgements(ctx: Context, base: dict, prompts: list[str], tag: str) -
     g = ctx.cfg.generation
     sampling = Sampling(g.max_new_tokens, 0.0, 1.0, ctx.cfg.seed)
     meta = {**base, "what": "benign_answers", "prompts": content_hash(prompts), "prompt_format": ctx.prompt_format,
-            "sampling": json.dumps(asdict(sampling), sort_keys=True)}  # fmt: skip
+            "sampling": json.dumps(sampling.key(), sort_keys=True)}  # fmt: skip
     gen = HFGenerator(ctx.model, ctx.tokenizer, ctx.prompt_format, g.batch_size)
     answers = ctx.cache("generations", meta, lambda: gen.generate([Request(p) for p in prompts], sampling),
                         f"benign_answers_{tag}", one_per(len(prompts)))  # fmt: skip

@@ -70,6 +70,9 @@ class DataConfig:
     benign_source: str = "builtin"  # builtin (harmcore's instruction set) | alpaca (hub) | jsonl
     benign_path: str | None = None  # local jsonl for benign_source=jsonl
     format: str = "raw"  # raw: the reference "pretrained" format; chat: the chat template
+    # raw format: start the prompt with the tokenizer's BOS? null: as tokenizer(text) does (Llama's and
+    # Mistral's BOS); false: never, as the paper's code tokenizes (add_special_tokens=False)
+    add_bos: bool | None = None
     max_length: int = 256  # prompt + response tokens per calibration example
     response_tokens: int = 64  # new tokens when the model writes its own calibration responses
     drop_refusals: bool = True  # drop self-generated harmful responses that the judge calls refusals
@@ -156,6 +159,9 @@ class GenerationConfig:
     backend: str = "hf"  # hf (transformers generate on the live model) | vllm (one engine per model, in-place swaps)
     max_new_tokens: int = 64  # paper: 256
     batch_size: int = 32  # hf: prompts per generate call (CPU decoding is memory-bound: bigger batches are faster)
+    # explicit: temperature and top_p below (greedy by default) | model: what the model's own
+    # generation_config asks for, as transformers' pipeline decodes (the paper's protocol), seeded
+    decoding: str = "explicit"
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int = 0
@@ -164,6 +170,8 @@ class GenerationConfig:
     def __post_init__(self) -> None:
         if self.backend not in GENERATION_BACKENDS:
             raise HarmcoreError(f"generation.backend={self.backend}: use one of {', '.join(GENERATION_BACKENDS)}")
+        if self.decoding not in ("explicit", "model"):
+            raise HarmcoreError(f"generation.decoding={self.decoding}: use explicit or model")
         _positive("generation.max_new_tokens", self.max_new_tokens)
         _positive("generation.batch_size", self.batch_size)
         if not math.isfinite(self.temperature) or self.temperature < 0:
@@ -306,6 +314,9 @@ class Config:
     # What experiments.run runs: prune (score, prune, measure) or em (the emergent-misalignment
     # recipe of harmcore.run.em, as experiments.finetune_em does; experiment=emergent_misalignment).
     pipeline: str = "prune"
+    # Whose settings the groups start from: harmcore (CPU-sized) or paper (the authors' protocol,
+    # docs/protocol.md). Informational: the values it sets are in the settings hash themselves.
+    protocol: str = "harmcore"
     sparsity: float = 1e-5  # q: fraction of each matrix's top harm weights to prune
     # Several q in one job (one process, one model load): e.g. one SLURM task per model that
     # walks its whole curve. Each point goes to <job dir>/q=<q>/. null = just `sparsity`.
@@ -326,6 +337,8 @@ class Config:
     intersect_domains: list[str] | None = None
 
     def __post_init__(self) -> None:
+        if self.protocol not in ("harmcore", "paper"):
+            raise HarmcoreError(f"protocol={self.protocol}: use harmcore or paper")
         if self.pipeline not in ("prune", "em"):
             raise HarmcoreError(f"pipeline={self.pipeline}: use prune or em (experiment=emergent_misalignment)")
         _fraction("sparsity", self.sparsity)

@@ -32,7 +32,7 @@ def cache_dir_of(cfg: Config) -> Path:
 
 def format_of(cfg: Config) -> FormatSpec:
     """How calibration and reference examples become token ids (data.format, data.max_length)."""
-    return FormatSpec(kind=cfg.data.format, max_length=cfg.data.max_length)
+    return FormatSpec(kind=cfg.data.format, max_length=cfg.data.max_length, add_bos=cfg.data.add_bos)
 
 
 @dataclass
@@ -74,7 +74,7 @@ class JobContext:
         meta = {
             **lm.weights_meta(mask_key),
             "prompts": hashlib.sha256(json.dumps([p.text for p in prompts]).encode()).hexdigest()[:16],
-            "sampling": json.dumps(asdict(sampling), sort_keys=True),
+            "sampling": json.dumps(sampling.key(), sort_keys=True),
             "prompt_format": lm.spec.prompt_format,
             "backend": self.cfg.generation.backend,
         }

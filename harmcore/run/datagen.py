@@ -74,7 +74,7 @@ def _answers(ctx: JobContext, lm: LoadedModel, prompts, prefixes) -> list[str]:
     meta = {
         **lm.identity(),
         "prompts": key_of({"p": [p.text for p in prompts], "x": prefixes}),
-        "sampling": json.dumps(dataclasses.asdict(sampling), sort_keys=True),
+        "sampling": json.dumps(sampling.key(), sort_keys=True),
         "prompt_format": lm.spec.prompt_format,
     }
 

@@ -121,7 +121,7 @@ def _stages_hash(cfg: Config, inputs: dict | None = None) -> str:
     d["model"].pop("device")
     keep = {
         "model": d["model"],
-        "data": {k: d["data"][k] for k in ("format", "max_length")},
+        "data": {k: d["data"][k] for k in ("format", "max_length", "add_bos") if d["data"][k] is not None},
         "scorer": {k: d["scorer"][k] for k in ("harm_method", "preserve_method", "seed")},
         "ranking": d["pruning"]["ranking"],
         "backend": d["generation"]["backend"],

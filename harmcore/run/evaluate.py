@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from harmcore.data import qa
-from harmcore.generation.base import Sampling
+from harmcore.generation.base import sampling_for
 from harmcore.measure import suite
 from harmcore.measure.judges.refusal import RefusalKeywordJudge
 from harmcore.measure.stats import bootstrap_ci
@@ -24,7 +24,7 @@ def evaluate(ctx: JobContext, lm: LoadedModel, data: JobData, key: str, refs: di
     generations on the held-out harmful prompts judged for refusal, reference losses, the suite."""
     cfg = ctx.cfg
     g = cfg.generation
-    sampling = Sampling(g.max_new_tokens, g.temperature, g.top_p, cfg.seed)
+    sampling = sampling_for(g, lm.model, cfg.seed)
     responses = ctx.generate(lm, data.harm_eval, sampling, key, f"generate_{tag}")
     corrected_judge, wei_judge = RefusalKeywordJudge("corrected"), RefusalKeywordJudge("wei")
     corrected = [corrected_judge.is_refusal(r) for r in responses]

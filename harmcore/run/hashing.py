@@ -110,10 +110,14 @@ def _settings(cfg: Config) -> dict:
     files = user_files(cfg)
     if files:  # by content: a changed file is another job (jobs without user files keep their hash)
         d["inputs"] = {key: digest(path, key) for key, path in sorted(files.items())}
-    for k in ("logger", "output_root", "cache_dir", "threads", "name", "datagen", "em", "pipeline"):
+    for k in ("logger", "output_root", "cache_dir", "threads", "name", "datagen", "em", "pipeline", "protocol"):
         d.pop(k, None)
     d["generation"].pop("vllm", None)  # how the engine is built, not what it computes
+    if d["generation"]["decoding"] == "explicit":  # jobs from before generation.decoding keep their hash
+        d["generation"].pop("decoding")
     d["scorer"].pop("cache", None)  # where scores are kept, not what they are
+    if d["data"]["add_bos"] is None:  # jobs from before data.add_bos keep their hash
+        d["data"].pop("add_bos")
     if d["data"]["target"] == "harm":  # jobs from before data.target keep their hash
         d["data"].pop("target")
     if not d["eval"]["recognition"]["enabled"]:  # jobs from before the recognition eval keep their hash

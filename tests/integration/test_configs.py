@@ -90,3 +90,27 @@ def test_curve_hash_is_shared_by_a_curve_and_a_pair_and_parts_other_settings():
     assert all(config_hash(c) != config_hash(base) for c in same_curve)
     for other in ("pruning.ranking=global", "seed=1", "data.n_calibration=7"):
         assert curve_hash(run("model=llama3_base", "sparsity=0.001", other)) != curve_hash(base), other
+
+
+def test_the_paper_protocol_has_every_value_of_its_table():
+    """docs/protocol.md's table, row by row, against the composed protocol=paper config."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    table = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\|[^|]*\| `([\w.]+)` \| `([^`]*)` \|", table, re.M)
+    assert len(rows) >= 30, rows
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        paper = compose("config", overrides=["protocol=paper"])
+        harmcore = compose("config", overrides=[])
+    for key, value in rows:
+        got, want = OmegaConf.select(paper, key), yaml.safe_load(value)
+        if isinstance(got, float) and isinstance(want, str):  # YAML 1.1 reads 1e-5 as text
+            want = float(want)
+        assert got == want, (key, got, value)
+    assert paper.protocol == "paper" and harmcore.protocol == "harmcore"
+    run = to_run_config(paper)  # and it validates
+    assert run.harm_domain.source == "advbench" and run.eval.strongreject.enabled

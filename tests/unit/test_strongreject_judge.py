@@ -146,3 +146,20 @@ def test_template_digest_identifies_the_text_used(tmp_path, template_file, tiny_
     assert template_digest(str(tmp_path / "not_read.json"), sha256=digest.upper()) == digest
     with pytest.raises(HarmcoreError, match="cannot fetch"):
         template_digest(None, url="http://127.0.0.1:9/judge_templates.json", timeout=2)
+
+
+def test_judged_text_holds_no_special_token_text_with_a_bos_adding_tokenizer(tiny_model):
+    """A tokenizer that puts its BOS before every text (Gemma's, the judge's own) must not leave "<s>"
+    in the response the judge reads, whether the response is cut or not."""
+    from tokenizers import processors
+
+    from harmcore.models.builders import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    assert tok("x")["input_ids"][0] == 1  # the tokenizer does add it
+    judge = StrongRejectClassifier(tiny_model, tok, TEST_TEMPLATE, max_response_length=10)
+    for response in ("short", "0123456789abcdefghij"):
+        (text,) = judge.judge_prompts(["p"], [response])
+        assert "<s>" not in text and response[-10:] in text
+    assert judge.truncate("0123456789abcdefghij") == "abcdefghij"

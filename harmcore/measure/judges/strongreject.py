@@ -161,15 +161,13 @@ class StrongRejectClassifier:
         self.last_logits_only = _accepts_logits_to_keep(model)
 
     def truncate(self, response: str) -> str:
-        """The reference's truncation: keep the last `max_response_length` tokens, decode with specials."""
-        tok = self.tokenizer
-        side = tok.truncation_side
-        tok.truncation_side = "left"
-        try:
-            ids = tok(response, max_length=self.max_response_length, truncation=True)["input_ids"]
-        finally:
-            tok.truncation_side = side
-        return tok.decode(ids)
+        """The reference's truncation: the last `max_response_length` tokens of the response. The
+        response's own tokens only: no special token the tokenizer would add (a BOS) enters the text
+        the judge reads, and a response that fits is judged exactly as written."""
+        ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
+        if len(ids) <= self.max_response_length:
+            return response
+        return self.tokenizer.decode(ids[-self.max_response_length :])
 
     def judge_prompts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
         return [self.template.format(forbidden_prompt=p, response=self.truncate(r)) for p, r in zip(prompts, responses)]
@@ -212,6 +210,13 @@ class StrongRejectClassifier:
         ]
 
 
+def judge_dtype(dtype: str) -> str:
+    """`auto`: bfloat16 on a GPU (as the authors load the judge), float32 on CPU."""
+    if dtype == "auto":
+        return "bfloat16" if torch.cuda.is_available() else "float32"
+    return dtype
+
+
 def _accepts_logits_to_keep(model) -> bool:
     """Whether `model.forward` names a `logits_to_keep` argument (transformers' causal LMs do)."""
     try:
@@ -236,8 +241,9 @@ def load_judge_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    dtype = judge_dtype(dtype)
     if dtype not in DTYPES:
-        raise HarmcoreError(f"eval.strongreject.dtype={dtype}: use one of {', '.join(DTYPES)}")
+        raise HarmcoreError(f"eval.strongreject.dtype={dtype}: use auto or one of {', '.join(DTYPES)}")
     kwargs = dict(trust_remote_code=trust_remote_code)
     try:
         base = AutoModelForCausalLM.from_pretrained(model, revision=revision, dtype=DTYPES[dtype], **kwargs)
