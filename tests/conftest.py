@@ -26,6 +26,18 @@ def _isolated_cache(tmp_path_factory):
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_state():
+    """What a process keeps outside a Session (failed jobs of this process, file digests) starts empty
+    for every test, as it does for every run of the command."""
+    from harmcore import inputs
+    from harmcore.run.failures import FAILED_JOBS
+
+    FAILED_JOBS.clear()
+    inputs._DIGESTS.clear()
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_tok():
     return tiny_tokenizer()

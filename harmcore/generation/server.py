@@ -85,8 +85,11 @@ def server_command(model_dir: str, host: str, port: int, *, served_name: str, dt
     ]  # fmt: skip
 
 
-def wait_ready(base_url: str, process: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
-    """Poll GET {base_url}/models until it answers; one clear error if the process dies or time runs out."""
+def wait_ready(
+    base_url: str, process: subprocess.Popen, log_path: Path, timeout_s: float, served_name: str | None = None
+) -> None:
+    """Poll GET {base_url}/models until it answers (with `served_name` among its models, so that another
+    server on the port is not taken for this one); one clear error if the process dies or time runs out."""
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
@@ -96,7 +99,12 @@ def wait_ready(base_url: str, process: subprocess.Popen, log_path: Path, timeout
             )
         try:
             with urllib.request.urlopen(f"{base_url}/models", timeout=2) as resp:
-                if resp.status == 200 and json.loads(resp.read()).get("data"):
+                models = json.loads(resp.read()).get("data") or []
+                if (
+                    resp.status == 200
+                    and models
+                    and (served_name is None or served_name in {m.get("id") for m in models})
+                ):
                     return
         except (OSError, ValueError, urllib.error.URLError):
             pass
@@ -145,7 +153,7 @@ def vllm_server(
     model_dir = Path(model_dir).expanduser()
     if not (model_dir / "config.json").is_file():
         raise HarmcoreError(f"{model_dir} is not a model folder (no config.json): give a local model directory")
-    port = port or free_port(host)
+    chosen = port is None  # a port picked here can be taken by another process before the server binds it
     served_name = served_name or model_dir.name
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix="harmcore-vllm-", suffix=".log")
@@ -153,18 +161,32 @@ def vllm_server(
         log_path = name
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = server_command(
-        str(model_dir), host, port, served_name=served_name, dtype=dtype, max_model_len=max_model_len,
-        max_logprobs=max_logprobs, extra_args=extra_args,
-    )  # fmt: skip
     full_env = {**DEFAULT_ENV, **os.environ, **(env or {})}
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, start_new_session=True
-        )
-    base_url = f"http://{host}:{port}/v1"
+    for attempt in range(3 if chosen else 1):
+        port = free_port(host) if chosen else port
+        cmd = server_command(
+            str(model_dir), host, port, served_name=served_name, dtype=dtype, max_model_len=max_model_len,
+            max_logprobs=max_logprobs, extra_args=extra_args,
+        )  # fmt: skip
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=full_env,
+                start_new_session=True,
+            )
+        base_url = f"http://{host}:{port}/v1"
+        try:
+            wait_ready(base_url, process, log_path, startup_timeout_s, served_name)
+            break
+        except HarmcoreError:
+            stop(process)
+            if attempt < 2 and chosen and "address already in use" in log_tail(log_path).lower():
+                continue  # the port was taken between choosing and binding: choose another
+            raise
     try:
-        wait_ready(base_url, process, log_path, startup_timeout_s)
         yield Server(base_url, served_name, process, log_path)
     finally:
         stop(process)

@@ -62,11 +62,10 @@ def _import_vllm():
     return vllm
 
 
-def check_servable(path: str, settings: EngineSettings, revision: str | None = None) -> int:
-    """Refuse, before any engine starts, a model the CPU backend cannot run; return the context length to use.
-
-    That is `settings.max_model_len`, lowered to the model's own maximum where that is smaller.
-    """
+def check_servable(path: str, settings: EngineSettings, revision: str | None = None) -> tuple[int, bool]:
+    """Refuse, before any engine starts, a model the CPU backend cannot run; return the context length
+    to use (`settings.max_model_len`, lowered to the model's own maximum where that is smaller) and
+    whether vLLM runs the architecture through transformers' own model class (`borrows_hf_class`)."""
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=settings.trust_remote_code)
@@ -79,7 +78,19 @@ def check_servable(path: str, settings: EngineSettings, revision: str | None = N
             f"refuse smaller heads); {FALLBACK}"
         )
     limit = getattr(text_cfg, "max_position_embeddings", None)
-    return min(settings.max_model_len, int(limit)) if limit else settings.max_model_len
+    length = min(settings.max_model_len, int(limit)) if limit else settings.max_model_len
+    return length, borrows_hf_class(getattr(cfg, "architectures", None) or [])
+
+
+def borrows_hf_class(architectures: list[str]) -> bool:
+    """Whether vLLM serves these architectures through its Transformers backend (OLMo, OLMo-2/3 in
+    vLLM 0.32), i.e. with transformers' own model classes, which it compiles in the engine's process."""
+    try:
+        from vllm.model_executor.models import registry
+    except ImportError:
+        return False
+    backend = getattr(registry, "_TRANSFORMERS_SUPPORTED_MODELS", {})  # vLLM's table (a private name)
+    return any(a in backend for a in architectures)
 
 
 class VLLMGenerator:
@@ -104,15 +115,20 @@ class VLLMGenerator:
         self.stats = {"tokens": 0, "seconds": 0.0, "swaps": 0, "swap_seconds": 0.0, "tensors_sent": 0}
         self._stale: set[str] = set()
         vllm = _import_vllm()
-        max_model_len = check_servable(path, self.settings, revision)
+        max_model_len, borrowed = check_servable(path, self.settings, revision)
         s = self.settings
-        self.in_process = s.tensor_parallel_size == 1
+        # The engine core runs in this process (tensors pass by reference, no serialisation), unless
+        # vLLM runs the architecture through transformers' own model class: it compiles that class,
+        # which would change the HF model harmcore scores and masks in this process.
+        self.in_process = s.tensor_parallel_size == 1 and not borrowed
         if self.in_process:
-            # The engine core runs in this process: tensors pass by reference, no serialisation.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if not torch.cuda.is_available():
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(s.kv_cache_gb))
         self.in_process = self.in_process and os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+        before = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+        if borrowed:
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"
         start = time.perf_counter()
         try:
             self.llm = vllm.LLM(
@@ -132,6 +148,12 @@ class VLLMGenerator:
         except Exception as err:  # vLLM raises many types for unservable models
             why = " ".join(str(err).split())[:400] or type(err).__name__
             raise HarmcoreError(f"vLLM cannot serve {path}: {why}; {FALLBACK}") from err
+        finally:
+            if borrowed:  # the next engine decides for itself
+                if before is None:
+                    os.environ.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+                else:
+                    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = before
         self.startup_seconds = time.perf_counter() - start
         VLLMGenerator.engines_started += 1
         packed = self.llm.collective_rpc("harmcore_packed_modules")[0]

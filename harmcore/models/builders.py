@@ -97,11 +97,24 @@ def tiny_tokenizer():
     return fast
 
 
-def tiny_random_model(seed: int = 0, vocab_size: int = 262, layers: int = 2):
-    """A random Llama with head_dim 32 (vLLM's CPU attention needs >= 32)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+# The architecture families of the paper's models, tiny: what each family adds to Llama's block.
+FAMILIES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),  # biases on q, k and v
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {"attention_bias": False}),  # RMSNorm on q and k per head
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": None}),
+    "olmo3": ("Olmo3Config", "Olmo3ForCausalLM", {"layer_types": None}),  # norms after attention and MLP
+}
 
-    config = LlamaConfig(
+
+def tiny_random_model(seed: int = 0, vocab_size: int = 262, layers: int = 2, family: str = "llama"):
+    """A random decoder of `family` (FAMILIES) with head_dim 32 (vLLM's CPU attention needs >= 32)."""
+    import transformers
+
+    if family not in FAMILIES:
+        raise unknown_name("model family", family, FAMILIES)
+    config_cls, model_cls, extra = FAMILIES[family]
+    config = getattr(transformers, config_cls)(
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
@@ -114,14 +127,17 @@ def tiny_random_model(seed: int = 0, vocab_size: int = 262, layers: int = 2):
         eos_token_id=2,
         pad_token_id=0,
         tie_word_embeddings=False,
+        **extra,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = getattr(transformers, model_cls)(config)
     # Default init (std 0.02) gives near-uniform outputs; a larger scale makes the
     # random model's behaviour depend visibly on individual weights.
     with torch.no_grad():
-        for p in model.parameters():
+        for name, p in model.named_parameters():
             if p.dim() == 2:
+                p.normal_(0.0, 0.15)
+            elif name.endswith(".bias"):
                 p.normal_(0.0, 0.15)
     return model.eval()
 
@@ -136,6 +152,19 @@ def build_tiny_random(out: Path, cache_dir: Path | None = None, seed: int = 0) -
 @builder("tiny_random_seed1")
 def build_tiny_random_seed1(out: Path, cache_dir: Path | None = None) -> Path:
     return build_tiny_random(out, seed=1)
+
+
+def _tiny_family(family: str):
+    def build(out: Path, cache_dir: Path | None = None) -> Path:
+        tok = tiny_tokenizer()
+        return save_atomic(tiny_random_model(vocab_size=len(tok), family=family), tok, out)
+
+    return build
+
+
+for _family in FAMILIES:  # tiny_qwen2, tiny_qwen3, tiny_mistral, tiny_olmo3 (tiny_random is the Llama)
+    if _family != "llama":
+        builder(f"tiny_{_family}")(_tiny_family(_family))
 
 
 @builder("smollm2_embedded", version=2)

@@ -117,6 +117,7 @@ def test_killed_sweep_resumes_without_recomputing(out, tmp_path):
     proc.wait()
     finished_before = {k: (p / "metrics.json").stat().st_mtime_ns for k, p in sweep_jobs(sweep).items()}
     assert finished_before, "the first job never finished"
+    assert len(finished_before) < 3, "the sweep finished before the kill: nothing was left to resume"
     r = cli("experiments.run", "-m", *args)
     assert r.returncode == 0, r.stderr[-3000:]
     jobs = sweep_jobs(sweep)
@@ -180,8 +181,16 @@ def test_main_job_on_embedded_model(out):
     (job,) = [p.parent for p in out.rglob("metrics.json")]
     m = read_metrics(job)
     assert m["model"] == "smollm2_135m_instruct" and m["n_eval"] == 6
-    for key in ("harmfulness", "refusal_rate", "harm_nll", "benign_nll"):
-        assert 0 <= m[key] < 100 and 0 <= m["baseline"][key] < 100
+    # pinned (measured on x86-64 CPUs, float32): a change in scoring, selection, decoding or judging
+    # moves these; NLLs get 2 % for other BLAS builds, the pruned count 0.1 % for ties
+    base = m["baseline"]
+    assert (base["harmfulness"], base["refusal_rate"]) == (1.0, 0.0)
+    assert (m["harmfulness"], m["refusal_rate"], m["refusal_rate_wei"]) == (0.0, 1.0, 1.0)
+    assert base["harm_nll"] == pytest.approx(1.4145, rel=0.02) and base["benign_nll"] == pytest.approx(1.0413, rel=0.02)
+    assert m["harm_nll"] == pytest.approx(23.22, rel=0.02) and m["benign_nll"] == pytest.approx(23.01, rel=0.02)
+    assert m["n_pruned"] == pytest.approx(1_059_170, rel=1e-3) and m["sparsity_achieved"] == pytest.approx(
+        0.00998, rel=1e-3
+    )
     for key in ("harmfulness", "refusal_rate", "refusal_rate_wei", "harm_nll", "benign_nll"):  # each with a CI
         for point in (m, m["baseline"]):
             lo, hi = point[f"{key}_ci"]

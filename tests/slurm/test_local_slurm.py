@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -131,11 +130,9 @@ def test_sweep_runs_as_a_job_array_and_matches_the_basic_launcher(sweeps):
 
 def test_two_jobs_at_once_share_the_score_cache(sweeps):
     sweep = sweeps / "sweeps" / "slurm"
-    rows = completed_in_sacct(slurm_job_ids(sweep))
-    (a_start, a_end), (b_start, b_end) = [
-        (datetime.fromisoformat(r["Start"]), datetime.fromisoformat(r["End"])) for r in rows
-    ]
-    assert a_start <= b_end and b_start <= a_end, rows  # the two tasks ran at the same time
+    completed_in_sacct(slurm_job_ids(sweep))
+    # Whether the two tasks overlap is the scheduler's choice; the file lock that makes one of them
+    # wait is shown deterministically in tests/unit/test_stage_locks.py.
     metrics = [read_metrics(job) for job in sweep_jobs(sweep).values()]
     for stage in ("calibration_harmful", "scores_harm", "scores_preserve"):
         # two processes, one cache: one computes under the file lock, the other reads the file

@@ -18,13 +18,14 @@ def rel_err(a, b):
 
 
 def per_example_grads(model, toks):
-    """dL_n/dW for every prunable W, one example at a time, with plain autograd."""
+    """dL_n/dW for every prunable W, one example at a time, with plain autograd on transformers' own
+    loss (`labels=`: the mean over the example's labelled tokens), not harmcore's."""
     linears = prunable_linears(model)
     params = [m.weight for m in linears.values()]
     out = []
     for t in toks:
         b = next(batches([t], 1))
-        loss = response_losses(model, b.input_ids, b.attention_mask, b.labels).sum()
+        loss = model(input_ids=b.input_ids, labels=b.labels).loss
         grads = torch.autograd.grad(loss, params)
         out.append(dict(zip(linears, grads)))
     return out
