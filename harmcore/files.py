@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import socket
 from pathlib import Path
 
@@ -57,14 +58,14 @@ HOST = socket.gethostname().replace(".", "-")
 def temp_path(path: Path, clean: bool = False) -> Path:
     """A fresh name beside `path` for writing it before the rename (".<name>.<host>.<pid>.<random>.tmp").
 
-    With `clean`, temporary files that a killed process of this host left for the same target are
+    With `clean`, temporary files (or folders) that a killed process of this host left for the same target are
     removed first (a SIGKILL during a score save leaves a model-sized file that nothing else would
     remove); those of live processes, and of other hosts sharing the folder, are left alone.
     """
     for old in path.parent.glob(f".{glob.escape(path.name)}.{HOST}.*.tmp") if clean else ():
         pid = old.name[len(path.name) + len(HOST) + 3 :].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
-            old.unlink(missing_ok=True)
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 

@@ -81,11 +81,12 @@ def content_key(mask: Mask) -> str:
     return h.hexdigest()[:16]
 
 
-def save(mask: Mask, path) -> None:
-    """Save a mask as sparse indices in safetensors (atomic)."""
+def save(mask: Mask, path, made_on: dict[str, str] | None = None) -> None:
+    """Save a mask as sparse indices in safetensors (atomic). `made_on` (model id, weights
+    fingerprint) goes into its metadata, so that whoever applies it later can check the model."""
     tensors = {f"idx/{n}": i.to(torch.long).contiguous() for n, i in mask.indices.items()}
     tensors.update({f"numel/{n}": torch.tensor([v], dtype=torch.long) for n, v in mask.numel.items()})
-    save_tensors(tensors, path, {**mask.meta, "kind": "mask"})
+    save_tensors(tensors, path, {**mask.meta, **(made_on or {}), "kind": "mask"})
 
 
 def load(path) -> Mask:

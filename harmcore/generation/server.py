@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harmcore.errors import HarmcoreError
@@ -43,6 +43,7 @@ class Server:
     model: str  # pass as `model=` in requests
     process: subprocess.Popen
     log_path: Path
+    api_key: str | None = field(default=None, repr=False)  # None: the server asks for none
 
     def log_tail(self, lines: int = 25) -> str:
         return log_tail(self.log_path, lines)
@@ -85,12 +86,32 @@ def server_command(model_dir: str, host: str, port: int, *, served_name: str, dt
     ]  # fmt: skip
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on the port (connections of a stopped server waiting out TIME_WAIT
+    do not count: the server binds with SO_REUSEADDR as this check does)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def wait_ready(
-    base_url: str, process: subprocess.Popen, log_path: Path, timeout_s: float, served_name: str | None = None
+    base_url: str,
+    process: subprocess.Popen,
+    log_path: Path,
+    timeout_s: float,
+    served_name: str | None = None,
+    api_key: str | None = None,
 ) -> None:
     """Poll GET {base_url}/models until it answers (with `served_name` among its models, so that another
     server on the port is not taken for this one); one clear error if the process dies or time runs out."""
     deadline = time.monotonic() + timeout_s
+    request = urllib.request.Request(f"{base_url}/models")
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
     while True:
         if process.poll() is not None:
             raise HarmcoreError(
@@ -98,7 +119,7 @@ def wait_ready(
                 f"{log_tail(log_path)}"
             )
         try:
-            with urllib.request.urlopen(f"{base_url}/models", timeout=2) as resp:
+            with urllib.request.urlopen(request, timeout=2) as resp:
                 models = json.loads(resp.read()).get("data") or []
                 if (
                     resp.status == 200
@@ -144,16 +165,21 @@ def vllm_server(
     extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     log_path: str | os.PathLike | None = None,
+    api_key: str | None = None,
 ) -> Iterator[Server]:
     """Serve a local model folder with vLLM's OpenAI-compatible API for the `with` block.
 
     `served_name` (default: the folder's name) is the `model` that requests name.
     `log_path` (default: a temporary file) receives the server's stdout and stderr.
+    `api_key` (default: the environment's VLLM_API_KEY, if any) is the key requests must send; it
+    reaches the server through its environment, never its command line (which `ps` shows).
     """
     model_dir = Path(model_dir).expanduser()
     if not (model_dir / "config.json").is_file():
         raise HarmcoreError(f"{model_dir} is not a model folder (no config.json): give a local model directory")
     chosen = port is None  # a port picked here can be taken by another process before the server binds it
+    if not chosen and port_in_use(host, port):
+        raise HarmcoreError(f"port {port} on {host} is in use: choose another port, or give none to take a free one")
     served_name = served_name or model_dir.name
     if log_path is None:
         fd, name = tempfile.mkstemp(prefix="harmcore-vllm-", suffix=".log")
@@ -162,6 +188,9 @@ def vllm_server(
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**DEFAULT_ENV, **os.environ, **(env or {})}
+    if api_key:
+        full_env["VLLM_API_KEY"] = api_key
+    api_key = full_env.get("VLLM_API_KEY") or None
     for attempt in range(3 if chosen else 1):
         port = free_port(host) if chosen else port
         cmd = server_command(
@@ -179,32 +208,51 @@ def vllm_server(
             )
         base_url = f"http://{host}:{port}/v1"
         try:
-            wait_ready(base_url, process, log_path, startup_timeout_s, served_name)
+            wait_ready(base_url, process, log_path, startup_timeout_s, served_name, api_key)
             break
-        except HarmcoreError:
+        except BaseException as err:  # Ctrl-C or SIGTERM while it starts: the server goes too
             stop(process)
-            if attempt < 2 and chosen and "address already in use" in log_tail(log_path).lower():
+            taken = isinstance(err, HarmcoreError) and "address already in use" in log_tail(log_path).lower()
+            if attempt < 2 and chosen and taken:
                 continue  # the port was taken between choosing and binding: choose another
             raise
     try:
-        yield Server(base_url, served_name, process, log_path)
+        yield Server(base_url, served_name, process, log_path, api_key)
     finally:
         stop(process)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m harmcore.generation.server MODEL_DIR [PORT]`: serve until Ctrl-C (e.g. as a judge endpoint)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        raise SystemExit("usage: python -m harmcore.generation.server MODEL_DIR [PORT]")
+def serve_until_stopped(model_dir: str | os.PathLike, **kwargs) -> None:
+    """Run `vllm_server(model_dir, **kwargs)` until Ctrl-C or SIGTERM (the server's process group goes
+    with it), after one line saying where it answers."""
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        with vllm_server(args[0], port=int(args[1]) if len(args) > 1 else None) as server:
-            print(f"serving {server.model} at {server.base_url} (log: {server.log_path}); Ctrl-C stops it", flush=True)
+        with vllm_server(model_dir, **kwargs) as server:
+            key = "; requests send its API key" if server.api_key else ""
+            print(f"serving {server.model} at {server.base_url}{key} (log: {server.log_path}); Ctrl-C stops it",
+                  flush=True)  # fmt: skip
             server.process.wait()
-    except HarmcoreError as err:
-        raise SystemExit(f"error: {err}") from None
+            raise HarmcoreError(f"the vLLM server exited with code {server.process.returncode}; log tail:\n"
+                                f"{server.log_tail()}")  # fmt: skip
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m harmcore.generation.server MODEL_DIR [PORT]`: serve a model folder until Ctrl-C."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        raise SystemExit("usage: python -m harmcore.generation.server MODEL_DIR [PORT] (or: harmcore serve --help)")
+    try:
+        serve_until_stopped(args[0], port=int(args[1]) if len(args) > 1 else None)
+    except HarmcoreError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

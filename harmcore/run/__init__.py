@@ -15,6 +15,8 @@ The only package that knows Hydra.
     failures.py    FAILED markers; callbacks.py: the sweep's reports at the end of a multirun
     datagen.py     recipe: calibration data files (experiments.generate_data)
     em.py          recipe: emergent misalignment (experiments.finetune_em, experiment=emergent_misalignment)
+    export.py      a job's pruned model as a Hugging Face checkpoint (harmcore export)
+    serving.py     harmcore serve: a job, an export or a model folder behind vLLM's OpenAI server
 
 May import every package below it.
 """

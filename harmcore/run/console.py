@@ -1,4 +1,4 @@
-"""The `harmcore` command: `harmcore run|generate-data|finetune-em|aggregate|serve ...`.
+"""The `harmcore` command: `harmcore run|generate-data|finetune-em|aggregate|export|serve ...`.
 
 `--help` answers from the conf/ folder alone; the job machinery (torch, transformers, Hydra) is
 imported only when a command runs, which is why this is the one module of harmcore that imports

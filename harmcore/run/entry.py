@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -19,10 +20,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from harmcore.errors import HarmcoreError
-from harmcore.generation import server
 from harmcore.models.loading import check_reachable
 from harmcore.report.sweep import aggregate as aggregate_sweep
 from harmcore.run import argv as argv_
+from harmcore.run import export as export_
+from harmcore.run import serving
 from harmcore.run.cli import compose_run_config, report_job_error
 from harmcore.run.config import LoggerConfig
 from harmcore.run.datagen import generate
@@ -113,9 +115,38 @@ def aggregate(words: list[str]) -> None:
     print(f"{summary['n_points']} points, {summary['n_failed']} failed, {summary['n_missing']} missing")
 
 
+def export(words: list[str]) -> None:
+    """`harmcore export JOB_DIR [--out DIR]`: a job's pruned model as a Hugging Face checkpoint."""
+    parser = argparse.ArgumentParser(prog="harmcore export")
+    parser.add_argument("job_dir", help="a finished job's folder (metrics.json, mask.safetensors)")
+    parser.add_argument("--out", help="the checkpoint folder to write (default: JOB_DIR/checkpoint)")
+    args = parser.parse_args(words)
+    _log_to_console()
+    job = export_.read_job(args.job_dir)
+    out = export_.export(job, args.out)
+    print(f"{job.cfg.model.name} with {job.metrics['n_pruned']} weights pruned (q={job.cfg.sparsity:g}) -> {out}")
+
+
 def serve(words: list[str]) -> None:
-    """`harmcore serve MODEL_DIR [PORT]`: vLLM's OpenAI-compatible server for a model folder."""
-    server.main(words)
+    """`harmcore serve PATH [PORT] [--port ...]`: vLLM's OpenAI-compatible server for a job's pruned
+    model, an exported one, or any model folder."""
+    parser = argparse.ArgumentParser(prog="harmcore serve")
+    parser.add_argument("path", help="a job folder, an exported folder (harmcore.json) or a model folder")
+    parser.add_argument("port_word", nargs="?", type=int, metavar="PORT", help="as --port")
+    parser.add_argument("--port", type=int, help="default: a free port")
+    parser.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    parser.add_argument("--name", help="the model name requests use (default: <model>-pruned-<mask digest>)")
+    parser.add_argument("--api-key", help="the key requests must send (better: the environment's VLLM_API_KEY)")
+    parser.add_argument("--dtype", help="default: the dtype the job loaded the model in")
+    parser.add_argument("--max-model-len", type=int, default=2048, help="context length (at most the model's)")
+    parser.add_argument("--out", help="where a job folder's model is exported (default: JOB_DIR/checkpoint)")
+    args = parser.parse_args(words)
+    _log_to_console()
+    serving.serve(
+        args.path, port=args.port or args.port_word, host=args.host, name=args.name,
+        api_key=args.api_key or os.environ.get("HARMCORE_API_KEY"), dtype=args.dtype,
+        max_model_len=args.max_model_len, out=args.out,
+    )  # fmt: skip
 
 
 COMMANDS = {
@@ -123,6 +154,7 @@ COMMANDS = {
     "generate-data": generate_data,
     "finetune-em": finetune_em,
     "aggregate": aggregate,
+    "export": export,
     "serve": serve,
 }
 

@@ -37,10 +37,20 @@ USAGE = {
         "Rebuild a sweep's reports (curve.csv/png, summary.json, pairs, control, cross-domain) from its jobs.",
         ["harmcore aggregate outputs/sweeps/smollm2_135m_instruct_all_signed_snip"],
     ),
+    "export": (
+        "harmcore export JOB_DIR [--out DIR]",
+        "A job's pruned model as a Hugging Face checkpoint (safetensors, tokenizer, harmcore.json).",
+        ["harmcore export outputs/runs/llama3_instruct/all/signed_snip/settings=1a2b3c4d/q=0.001 --out pruned-llama"],
+    ),
     "serve": (
-        "harmcore serve MODEL_DIR [PORT]",
-        "vLLM's OpenAI-compatible server for a model folder, on 127.0.0.1 (e.g. as a judge endpoint).",
-        ["harmcore serve /models/Qwen2.5-7B-Instruct 8000"],
+        "harmcore serve PATH [PORT] [--port N] [--host H] [--name NAME] [--api-key KEY] [--dtype D] [--out DIR]",
+        "vLLM's OpenAI-compatible server on 127.0.0.1 for a job's pruned model (exported first), an "
+        "exported one, or any model folder (e.g. a judge). The API key may come from VLLM_API_KEY.",
+        [
+            "harmcore serve outputs/runs/llama3_instruct/all/signed_snip/settings=1a2b3c4d/q=0.001 --port 8000",
+            "harmcore serve pruned-llama --port 8000 --name pruned",
+            "harmcore serve /models/Qwen2.5-7B-Instruct 8000",
+        ],
     ),
 }
 CONFIG_COMMANDS = ("run", "generate-data", "finetune-em")

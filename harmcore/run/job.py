@@ -155,7 +155,7 @@ def _run_stages(ctx: JobContext, job_dir: Path, chash: str, q_max: float | None)
         mask, shared_sizes, used = shared_mask(ctx, lm, preserve)
         banned = {calibration_files.normalise(t) for t in used}  # never evaluate on any domain's calibration prompt
         data.harm_eval = [p for p in data.harm_eval if calibration_files.normalise(p.text) not in banned]
-    masking.save(mask, job_dir / "mask.safetensors")
+    masking.save(mask, job_dir / "mask.safetensors", lm.made_on())
     drawn = locations.write_in_background(mask, job_dir, f"{cfg.model.name} q={cfg.sparsity:g}: {mask.n_pruned} pruned")
     stages.record("select", "computed", time.perf_counter() - t)
     refs = reference_sets(ctx, lm, data)

@@ -61,6 +61,10 @@ class LoadedModel:
         """The cache identity of the dense weights: model id, fingerprint and prompt lead."""
         return {"model": self.model_id, "weights": self.fingerprint, **self.prompt_lead()}
 
+    def made_on(self) -> dict[str, str]:
+        """What a mask saved for these weights records of them (checked when it is applied elsewhere)."""
+        return {"model": self.model_id, "weights": self.fingerprint}
+
     def weights_meta(self, mask_key: str) -> dict:
         """The cache identity of the weights as they are now: dense, or masked by `mask_key`."""
         return {"model": self.model_id, "weights": self.fingerprint, "mask": mask_key, **self.prompt_lead()}

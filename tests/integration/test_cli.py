@@ -198,6 +198,15 @@ def test_main_job_on_embedded_model(out):
     assert m["n_pruned"] > 0 and m["harm_nll"] != m["baseline"]["harm_nll"]
     gens = [json.loads(line) for line in (job / "generations.jsonl").read_text().splitlines()]
     assert all(g["dense_response"] for g in gens)
+    # the job's pruned model taken out as a checkpoint (harmcore export), read back with transformers
+    from harmcore.models.config import ModelConfig
+    from harmcore.models.loading import load
+    from tests.integration.test_export_serve import check_export
+
+    spec = ModelConfig(name="smollm2_135m_instruct", builder="smollm2_embedded", dtype="float32", device="cpu")
+    dense, _ = load(spec, Path(os.environ["HARMCORE_CACHE"]))
+    record = check_export(job, out / "pruned", dense)
+    assert record["source_model"]["builder"] == "smollm2_embedded"
 
 
 ONE_LINE_ERRORS = [

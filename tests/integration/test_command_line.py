@@ -126,7 +126,7 @@ def test_the_harmcore_command_runs_from_any_folder(tmp_path):
     assert read_metrics(job)["n_pruned"] > 0 and (elsewhere / "out" / "sweeps" / "here" / "curve.csv").exists()
 
 
-@pytest.mark.parametrize("command", ["run", "generate-data", "finetune-em", "aggregate", "serve"])
+@pytest.mark.parametrize("command", ["run", "generate-data", "finetune-em", "aggregate", "export", "serve"])
 def test_help_answers_for_every_command(command):
     r = subprocess.run(
         [sys.executable, "-m", "harmcore", command, "--help"], capture_output=True, text=True, timeout=60

@@ -32,9 +32,10 @@ def test_saved_mask_reapplies_to_reloaded_model(tmp_path, tiny_model):
     scores = compute(tiny_model, [], "magnitude")
     mask = set_difference(scores, None, q=0.02, ranking="global")
     path = tmp_path / "mask.safetensors"
-    masking.save(mask, path)
+    masking.save(mask, path, {"model": "tiny@default", "weights": "0123abcd"})
     loaded = masking.load(path)
     assert loaded.meta["ranking"] == "global" and loaded.sparsity == mask.sparsity
+    assert loaded.meta["weights"] == "0123abcd" and loaded.meta["model"] == "tiny@default"  # what it was made on
     other = tiny_random_model(seed=0, vocab_size=tiny_model.config.vocab_size)
     masking.apply(other, loaded)
     masking.apply(tiny_model, mask)

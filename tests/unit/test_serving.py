@@ -1,12 +1,13 @@
 """Server mode lifecycle without vLLM: readiness errors carry the log tail; stop ends the process group."""
 
+import socket
 import subprocess
 import sys
 
 import pytest
 
 from harmcore.errors import HarmcoreError
-from harmcore.generation.server import free_port, server_command, stop, vllm_server, wait_ready
+from harmcore.generation.server import free_port, port_in_use, server_command, stop, vllm_server, wait_ready
 
 
 def spawn(code: str, log_path):
@@ -54,3 +55,16 @@ def test_command_keeps_the_models_generation_config_out_of_sampling():
 
     args = cli_args.make_arg_parser(FlexibleArgumentParser()).parse_args(cmd[3:])
     assert args.generation_config == "vllm" and args.max_logprobs == 20 and args.port == 8001
+
+
+def test_a_busy_port_is_one_line_before_any_server_starts(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert port_in_use("127.0.0.1", port)
+        with pytest.raises(HarmcoreError, match=f"port {port} on 127.0.0.1 is in use"):
+            with vllm_server(tmp_path, port=port):
+                pass
+    assert not port_in_use("127.0.0.1", port)
