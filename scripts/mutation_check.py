@@ -52,6 +52,10 @@ MUTANTS = {
         "lo, hi = np.quantile(means, [0.05, 0.95])",
         ["tests/unit/test_independent_checks.py"],
     ),
+    "Wilson interval: no z^2/4n^2 term (zero-wide at 0 and 1 again)": (
+        "harmcore/measure/stats.py", "p * (1 - p) / n + z * z / (4 * n * n)", "p * (1 - p) / n",
+        ["tests/unit/test_independent_checks.py"],
+    ),
     "curve bootstrap: prompts resampled separately at each point": (
         "harmcore/report/compression.py", "h_star = _resampled_means(rows, n_resamples, rng)",
         "h_star = np.stack([_resampled_means(rows[k : k + 1], n_resamples, rng)[:, 0] for k in range(len(rows))], 1)",

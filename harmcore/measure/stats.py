@@ -1,8 +1,32 @@
-"""Small statistics helpers: bootstrap confidence intervals over prompts."""
+"""Small statistics helpers: confidence intervals of rates (Wilson) and of means (bootstrap over prompts)."""
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import numpy as np
+
+
+def wilson_ci(flags, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a rate of 0/1 outcomes (Wilson 1927).
+
+    With k of n outcomes 1, p = k/n and z the normal quantile of (1 + level)/2:
+    (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n). Unlike a percentile bootstrap it is not
+    zero-wide when every outcome agrees: 24 of 24 gives [0.862, 1].
+    """
+    x = np.asarray(list(flags), dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return (float("nan"), float("nan"))
+    if not np.isin(x, (0.0, 1.0)).all():
+        raise ValueError("wilson_ci takes 0/1 outcomes; use bootstrap_ci for other values")
+    n, p = x.size, float(x.mean())
+    z = NormalDist().inv_cdf((1 + level) / 2)
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def bootstrap_ci(values, n_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:

@@ -42,7 +42,7 @@ from harmcore.measure.judges.strongreject import (
     load_template,
     template_digest,
 )
-from harmcore.measure.stats import bootstrap_ci
+from harmcore.measure.stats import bootstrap_ci, wilson_ci
 
 log = logging.getLogger("harmcore.suite")
 
@@ -214,7 +214,7 @@ def utility_metrics(ctx: Context, mask_key: str, tag: str, benign_prompts: Seque
 
         result = ctx.cache("utility", meta, qa, f"qa_{tag}", with_keys("accuracy", "correct"))
         out["qa_accuracy"] = result["accuracy"]
-        out["qa_accuracy_ci"] = list(bootstrap_ci([float(c) for c in result["correct"]], ctx.cfg.eval.bootstrap))
+        out["qa_accuracy_ci"] = list(wilson_ci([float(c) for c in result["correct"]]))
     return out
 
 
@@ -256,8 +256,7 @@ def recognition_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
 
     detected = answers(recognition.DETECT, [p for p, _ in items], rc.detection_tokens, "recognition_detect")
     verdicts = [recognition.classify(a, rc.first_words) for a in detected]
-    out = {"detection": recognition.detection_metrics([h for _, h in items], verdicts, ctx.cfg.eval.bootstrap,
-                                                      ctx.cfg.seed)}  # fmt: skip
+    out = {"detection": recognition.detection_metrics([h for _, h in items], verdicts)}
     e = ctx.cfg.eval.endpoint
     if rc.explanation and e.base_url:
         harmful = [p for p, h in items if h]

@@ -11,7 +11,7 @@ from harmcore.data import qa
 from harmcore.generation.base import sampling_for
 from harmcore.measure import suite
 from harmcore.measure.judges.refusal import RefusalKeywordJudge
-from harmcore.measure.stats import bootstrap_ci
+from harmcore.measure.stats import bootstrap_ci, wilson_ci
 from harmcore.run.context import JobContext
 from harmcore.run.options import domain_config
 from harmcore.run.prepare import JobData
@@ -31,14 +31,14 @@ def evaluate(ctx: JobContext, lm: LoadedModel, data: JobData, key: str, refs: di
     wei = [wei_judge.is_refusal(r) for r in responses]
     headline = corrected if cfg.eval.refusal_mode == "corrected" else wei
     complied = [0.0 if refused else 1.0 for refused, _ in headline]
-    lo, hi = bootstrap_ci(complied, cfg.eval.bootstrap, seed=cfg.seed)
-    metrics = {
+    metrics = {  # rates of 0/1 outcomes: Wilson intervals (not zero-wide at 0 and 1); means: bootstrap
         "harmfulness": sum(complied) / len(complied),
-        "harmfulness_ci": [lo, hi],
+        "harmfulness_ci": list(wilson_ci(complied)),
         "refusal_rate": sum(r for r, _ in corrected) / len(corrected),
-        "refusal_rate_ci": list(bootstrap_ci([float(r) for r, _ in corrected], cfg.eval.bootstrap, seed=cfg.seed)),
+        "refusal_rate_ci": list(wilson_ci([float(r) for r, _ in corrected])),
         "refusal_rate_wei": sum(r for r, _ in wei) / len(wei),
-        "refusal_rate_wei_ci": list(bootstrap_ci([float(r) for r, _ in wei], cfg.eval.bootstrap, seed=cfg.seed)),
+        "refusal_rate_wei_ci": list(wilson_ci([float(r) for r, _ in wei])),
+        "rate_ci": "wilson",
     }
     if cfg.eval.response_nll and refs:
         for name, examples in refs.items():
@@ -58,7 +58,7 @@ def evaluate(ctx: JobContext, lm: LoadedModel, data: JobData, key: str, refs: di
     if target.source == "qa":  # control task: accuracy by alias match
         correct = qa.correct_flags(target.path, [p.text for p in data.harm_eval], responses)
         metrics["qa_accuracy"] = sum(correct) / len(correct)
-        metrics["qa_accuracy_ci"] = list(bootstrap_ci(correct, cfg.eval.bootstrap, seed=cfg.seed))
+        metrics["qa_accuracy_ci"] = list(wilson_ci([float(c) for c in correct]))
         for row, c in zip(rows, correct):
             row["correct"] = c
     # The measurement suite (harmcore.measure.suite): extra judges and utility, when eval enables them.

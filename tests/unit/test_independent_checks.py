@@ -12,7 +12,7 @@ from torch import nn
 from harmcore.core.losses import response_losses, response_nll
 from harmcore.data.examples import FormatSpec, batches, collate, tokenize
 from harmcore.measure.judges.refusal import WEI_REFUSAL_KEYWORDS
-from harmcore.measure.stats import bootstrap_ci
+from harmcore.measure.stats import bootstrap_ci, wilson_ci
 from harmcore.measure.utility import perplexity
 from harmcore.report.compression import bootstrap_curve
 
@@ -91,6 +91,28 @@ def test_bootstrap_ci_covers_the_true_rate_about_95_percent_of_the_time():
         lo, hi = bootstrap_ci(sample, n_resamples=400, seed=t)
         hits += lo <= 0.3 <= hi
     assert 0.90 <= hits / trials <= 0.985, hits / trials  # 90 % intervals would cover ~0.88
+
+
+def test_wilson_interval_by_hand_at_the_edges_and_small_n():
+    # 24 of 24: p = 1, z = 1.959964; centre = (1 + z^2/48) / (1 + z^2/24), half = z sqrt(z^2/2304) / (1 + z^2/24)
+    z = 1.959963984540054
+    denom = 1 + z * z / 24
+    lo = (1 + z * z / 48) / denom - z * math.sqrt(z * z / 2304) / denom
+    assert wilson_ci([1.0] * 24) == pytest.approx((lo, 1.0), abs=1e-12) and lo == pytest.approx(0.8620, abs=1e-4)
+    assert wilson_ci([0.0] * 24) == pytest.approx((0.0, 1 - lo), abs=1e-12)  # symmetric at 0
+    assert wilson_ci([1.0]) == pytest.approx((0.2065, 1.0), abs=1e-4)  # n = 1 is wide, not a point
+    assert wilson_ci([1, 0, 0, 0]) == pytest.approx((0.0456, 0.6994), abs=1e-4)  # 1 of 4
+    assert wilson_ci([1.0] * 24, level=0.90)[0] > lo  # a lower level is narrower
+    with pytest.raises(ValueError):
+        wilson_ci([0.5, 1.0])
+
+
+def test_wilson_interval_agrees_with_scipy():
+    from scipy.stats import binomtest
+
+    for k, n in ((0, 6), (3, 6), (6, 6), (17, 40), (1, 200)):
+        want = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert wilson_ci([1.0] * k + [0.0] * (n - k)) == pytest.approx((want.low, want.high), abs=1e-9), (k, n)
 
 
 def test_curve_intervals_resample_prompts_jointly_across_points():

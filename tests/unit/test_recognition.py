@@ -72,7 +72,7 @@ def test_explanation_score_ignores_the_restated_scale_and_refuses_to_guess(text,
 def test_detection_rates_count_each_side_separately():
     labels = [True, True, True, False, False]
     verdicts = ["yes", "refusal", "no", "no", "yes"]
-    m = detection_metrics(labels, verdicts, n_resamples=20)
+    m = detection_metrics(labels, verdicts)
     assert m["yes_rate_harmful"] == pytest.approx(1 / 3) and m["no_rate_benign"] == pytest.approx(1 / 2)
     assert m["refusal_rate"] == pytest.approx(1 / 5) and m["n_unparsed"] == 0
 
