@@ -19,7 +19,7 @@ from harmcore.errors import HarmcoreError
 from harmcore.files import atomic_write_csv, atomic_write_figure, atomic_write_json
 from harmcore.report import control, cross_domain, dissociation, locations, measures, pairs
 from harmcore.report.compression import curve_or_skip
-from harmcore.report.tracking import WandbMirror
+from harmcore.report.tracking import log_sweep
 
 log = logging.getLogger("harmcore.report")
 
@@ -227,8 +227,9 @@ def curve_summaries(sweep_dir: Path, points: list[dict], n_resamples: int = 1000
     return out
 
 
-def aggregate(sweep_dir, logger_cfg=None) -> dict:
-    """Write curve.csv, curve.png and summary.json into `sweep_dir`; return the summary."""
+def aggregate(sweep_dir, logger_cfg=None, experiment: str | None = None) -> dict:
+    """Write curve.csv, curve.png and summary.json into `sweep_dir` (and, with a W&B logger, its runs:
+    `tracking.log_sweep`); return the summary."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise HarmcoreError(f"{sweep_dir} is not a folder: pass the sweep folder (outputs/sweeps/<name>)")
@@ -259,9 +260,5 @@ def aggregate(sweep_dir, logger_cfg=None) -> dict:
     atomic_write_json(sweep_dir / "summary.json", summary)
     for p in problems:
         log.warning("job %s %s: %s", p["job"], p["status"], p["error"].strip().splitlines()[-1][:200])
-    if logger_cfg is not None:
-        mirror = WandbMirror(logger_cfg, sweep_dir, f"curve/{sweep_dir.name}", "curves", {}, job_type="curve")
-        mirror.log_reports(sweep_dir)
-        mirror.log_final({"n_points": len(points), "n_failed": summary["n_failed"]})
-        mirror.finish()
+    log_sweep(logger_cfg, sweep_dir, summary, experiment)
     return summary

@@ -1,19 +1,28 @@
 """Local metrics first, W&B as a mirror.
 
-Every job writes metrics.json itself; `WandbMirror` copies the config and the final
-metrics into a W&B run (offline by default) grouped by model/domain/scorer. Keys that
-look like secrets never reach W&B, and raw generations are uploaded only when
-`upload_generations` is set.
+Every job writes metrics.json itself; `WandbMirror` copies the config and the final metrics into a
+W&B run (offline by default). The runs of a sweep share one group (the sweep's name) and one W&B
+folder (`<sweep dir>/wandb`, so that one `wandb sync` uploads them), carry tags (experiment, model,
+family, aligned/unaligned, scorer, domain, protocol) and the sparsity in their config and summary,
+so W&B's own charts can draw a compression curve over runs. `log_sweep` adds one run per curve
+(sparsity as the step of every measure, s50 / AUC / compression ratio as summary numbers) and one
+run with the sweep's report tables and figures. Keys that look like secrets never reach W&B, and
+raw generations are uploaded only when `upload_generations` is set.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import re
 from pathlib import Path
+
+import yaml
+
+log = logging.getLogger("harmcore.tracking")
 
 # A key names a secret when its last word is one of these: api_key, hf_token, client_secret, password;
 # not max_new_tokens, response_tokens or api_key_env (the NAME of the variable that holds a key).
@@ -72,6 +81,7 @@ class WandbMirror:
         config: dict,
         job_type: str = "prune",
         run_id: str | None = None,
+        tags: list[str] | None = None,
     ):
         self.cfg = logger_cfg
         self.run = None
@@ -88,6 +98,7 @@ class WandbMirror:
             name=run_name,
             group=group,
             job_type=job_type,
+            tags=tags,
             config=strip_secrets(config),
             reinit="finish_previous",
             id=run_id,
@@ -141,10 +152,123 @@ class WandbMirror:
                     chart = wandb.plot.line(table, "log10_sparsity", measure, stroke="model", title=f"{fam}: {measure}")
                     self.run.log({f"pairs/{fam}/{measure}": chart})
 
-    def finish(self) -> None:
+    def finish(self, hint: bool = True) -> None:
+        """End the run; offline, say (with `hint`) where its files are and how to upload them."""
         if self.run is not None:
+            folder = Path(self.run.settings.wandb_dir)
             self.run.finish()
             self.run = None
+            if hint and self.cfg.mode == "offline":
+                log.info(sync_hint(folder))
+
+
+def tags(*, model: str, scorer: str, domain: str, protocol: str = "harmcore", family: str | None = None,
+         aligned: bool | None = None, experiment: str | None = None) -> list[str]:  # fmt: skip
+    """The tags of a job's or a curve's W&B run (W&B allows 64 characters per tag)."""
+    out = [f"experiment:{experiment or 'none'}", f"model:{model}", f"scorer:{scorer}", f"domain:{domain}",
+           f"protocol:{protocol}"]  # fmt: skip
+    if family:
+        out.append(f"family:{family}")
+    if aligned is not None:
+        out.append("aligned" if aligned else "unaligned")
+    return [t[:64] for t in out]
+
+
+def sparsity_fields(q: float, achieved: float | None = None) -> dict:
+    """The sparsity of a point as W&B charts want it: q asked, achieved, and log10 of the achieved one."""
+    s = q if achieved is None else achieved
+    return {"sparsity": s, "log10_sparsity": math.log10(s) if s and s > 0 else None, "q": q}
+
+
+def sync_hint(wandb_dir: Path) -> str:
+    return f"W&B offline runs are in {wandb_dir}; upload them with: wandb sync {wandb_dir}/offline-run-*"
+
+
+CURVE_MEASURES = (
+    "harmfulness", "harmfulness_lo", "harmfulness_hi", "strongreject", "strongreject_lo", "strongreject_hi",
+    "refusal_rate", "refusal_rate_wei", "harm_nll", "benign_nll", "n_pruned",
+)  # fmt: skip
+CURVE_SUMMARY = ("measure", "n_points", "s50", "auc", "utility_at_s50", "reached", "monotone")
+CURVE_KEY = ("model", "harm_domain", "scorer", "p")
+
+
+def _job_config(job_dir: Path) -> dict:
+    """A job's composed settings (.hydra/config.yaml, in its folder or, for a point of a multi-q job, its parent's)."""
+    for where in (job_dir, job_dir.parent):
+        try:
+            return yaml.safe_load((where / ".hydra" / "config.yaml").read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+    return {}
+
+
+def _curve_rows(sweep_dir: Path, points: list[dict]) -> list[dict]:
+    """One row per point of a curve, sparsity first (the dense point too), with each job's utility numbers."""
+    rows = []
+    if points[0]["sparsity_achieved"] > 0:  # no q = 0 job: the dense baseline every job holds
+        p0 = points[0]
+        rows.append({"sparsity": 0.0, "harmfulness": p0["baseline_harmfulness"], "n_pruned": 0,
+                     "strongreject": p0["baseline_strongreject"], "harm_nll": p0["baseline_harm_nll"],
+                     "benign_nll": p0["baseline_benign_nll"]})  # fmt: skip
+    for p in points:
+        row = {**sparsity_fields(p["sparsity_requested"], p["sparsity_achieved"]), **{k: p[k] for k in CURVE_MEASURES}}
+        try:
+            metrics = json.loads((sweep_dir / p["job"] / "metrics.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            metrics = {}
+        row.update(flatten(metrics.get("utility") or {}, "utility/"))
+        rows.append(row)
+    return [{k: v for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)} for r in rows]
+
+
+def _curve_numbers(curve: dict, pair_rows: list[dict]) -> dict:
+    """s50, AUC and utility at s50 with their intervals, and the compression ratio where a pair report has it."""
+    numbers = {k: curve.get(k) for k in CURVE_SUMMARY}
+    for name in ("s50", "auc", "utility_at_s50"):
+        numbers[f"{name}_lo"], numbers[f"{name}_hi"] = curve.get(f"{name}_ci") or (None, None)
+    for r in pair_rows:
+        same = all(r.get(k) == curve.get(k) for k in ("model", "harm_domain", "scorer", "measure"))
+        if same and r.get("ratio") is not None:
+            numbers.update(ratio=r["ratio"], ratio_lo=r.get("ratio_lo"), ratio_hi=r.get("ratio_hi"),
+                           ratio_reference=r.get("reference"))  # fmt: skip
+    return {k: v for k, v in numbers.items() if v is not None}
+
+
+def log_sweep(logger_cfg, sweep_dir, summary: dict, experiment: str | None = None) -> None:
+    """One W&B run per curve of `summary` (aggregate's) and one with the sweep's reports, in one group."""
+    if logger_cfg is None or logger_cfg.name != "wandb" or logger_cfg.mode == "disabled":
+        return
+    sweep_dir = Path(sweep_dir)
+    group = sweep_dir.name
+    pair_rows = read_csv_rows(sweep_dir / "pairs.csv") if (sweep_dir / "pairs.csv").exists() else []
+    for curve in summary.get("curves", []):
+        key = tuple(curve[k] for k in CURVE_KEY)
+        points = [p for p in summary["points"] if tuple(p[k] for k in CURVE_KEY) == key]
+        if not points:
+            continue
+        points.sort(key=lambda p: p["sparsity_achieved"])
+        config = _job_config(sweep_dir / points[0]["job"])
+        model = config.get("model") or {}
+        run_tags = tags(model=curve["model"], scorer=curve["scorer"], domain=curve["harm_domain"],
+                        protocol=config.get("protocol", "harmcore"), family=model.get("family"),
+                        aligned=model.get("aligned"), experiment=experiment)  # fmt: skip
+        settings = {k: v for k, v in config.items() if k not in ("sparsity", "sparsities")}
+        settings.update(sweep=group, curve=dict(zip(CURVE_KEY, key)))
+        name = "curve/" + "/".join(str(k) for k in key[:3])
+        mirror = WandbMirror(logger_cfg, sweep_dir, name, group, settings, job_type="curve", tags=[*run_tags, "curve"])
+        mirror.run.define_metric("sparsity")
+        mirror.run.define_metric("*", step_metric="sparsity")
+        for row in _curve_rows(sweep_dir, points):
+            mirror.run.log(row)
+        for k, v in _curve_numbers(curve, pair_rows).items():
+            mirror.run.summary[k] = v
+        mirror.finish(hint=False)
+    config = {"sweep": group, "n_points": summary["n_points"], "n_failed": summary["n_failed"]}
+    mirror = WandbMirror(logger_cfg, sweep_dir, f"sweep/{group}", group, config, job_type="sweep",
+                         tags=[f"experiment:{experiment or 'none'}", "sweep"])  # fmt: skip
+    mirror.log_reports(sweep_dir)
+    mirror.log_final({"n_points": summary["n_points"], "n_failed": summary["n_failed"]})
+    mirror.finish()
 
 
 def read_wandb_file(path) -> dict:
@@ -153,7 +277,8 @@ def read_wandb_file(path) -> dict:
     The file is a LevelDB-style log: a 7-byte header (":W&B", magic, version), then
     32 KiB blocks of records, each with a 7-byte header (crc32, length, type) and a
     protobuf `Record` payload, split across blocks as FIRST/MIDDLE/LAST pieces.
-    Returns {"history": {key: last value}, "summary": {...}, "config": {...}, "group": str}.
+    Returns {"history": {key: last value}, "steps": [one dict per logged row], "summary": {...},
+    "config": {...}, "group": str, "tags": [...], "name": str, "step_metrics": {metric: its step metric}}.
     """
     import struct
 
@@ -180,19 +305,25 @@ def read_wandb_file(path) -> dict:
             payloads.append(pieces + chunk)
         elif kind == 0 and length == 0:
             pos += block - pos % block if pos % block else 0
-    out = {"history": {}, "summary": {}, "config": {}, "group": None}
+    out = {"history": {}, "steps": [], "summary": {}, "config": {}, "group": None, "tags": [], "name": None,
+           "step_metrics": {}}  # fmt: skip
     for payload in payloads:
         rec = wandb_internal_pb2.Record()
         rec.ParseFromString(payload)
         which = rec.WhichOneof("record_type")
         if which == "history":
-            for item in rec.history.item:
-                out["history"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+            row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in rec.history.item}
+            out["history"].update(row)
+            out["steps"].append(row)
         elif which == "summary":
             for item in rec.summary.update:
                 out["summary"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+        elif which == "metric":
+            out["step_metrics"][rec.metric.name or rec.metric.glob_name] = rec.metric.step_metric
         elif which == "run":
             out["group"] = rec.run.run_group
+            out["tags"] = list(rec.run.tags)
+            out["name"] = rec.run.display_name
             for item in rec.run.config.update:
                 out["config"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif which == "config":

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from harmcore.report.sweep import aggregate
 from harmcore.run.config import LoggerConfig
@@ -31,7 +32,8 @@ class AggregateCallback(Callback):
             return
         lc = config.get("logger")
         logger_cfg = LoggerConfig(**{k: lc[k] for k in ("name", "project", "entity", "mode")}) if lc else None
-        summary = aggregate(folder, logger_cfg)
+        choices = OmegaConf.select(config, "hydra.runtime.choices") or {}
+        summary = aggregate(folder, logger_cfg, choices.get("experiment"))
         # Jobs of other processes (submitit) failed there: make the sweep's exit status say so.
         for problem in summary["problems"]:
             record_failed(folder / problem["job"])

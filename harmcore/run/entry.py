@@ -49,7 +49,9 @@ def _hydra_job(cfg: DictConfig) -> dict | None:
         if run_cfg.pipeline == "em":
             result = run_em(run_cfg, job_dir, SESSION)
         else:
-            result = run_job(run_cfg, job_dir, OmegaConf.to_container(cfg, resolve=True), SESSION)
+            resolved = OmegaConf.to_container(cfg, resolve=True)
+            resolved["experiment"] = HydraConfig.get().runtime.choices.get("experiment")  # for W&B: config, tags
+            result = run_job(run_cfg, job_dir, resolved, SESSION)
     except Exception as err:  # HarmcoreError and anything else: see report_job_error
         report_job_error(err, job_dir)
         return None

@@ -30,7 +30,7 @@ from harmcore.files import atomic_write_json, atomic_write_text, file_lock
 from harmcore.measure import attacks, suite
 from harmcore.measure.judges.client import client_from
 from harmcore.report import locations
-from harmcore.report.tracking import WandbMirror
+from harmcore.report.tracking import WandbMirror, sparsity_fields, tags
 from harmcore.run.config import Config
 from harmcore.run.context import JobContext
 from harmcore.run.evaluate import evaluate, suite_context
@@ -113,17 +113,27 @@ def _run_in(cfg: Config, job_dir: Path, resolved: dict | None, session: Session,
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         atomic_write_json(job_dir / "provenance.json", provenance(cfg))
+        experiment = (resolved or {}).get("experiment")
         mirror = WandbMirror(
             cfg.logger,
-            job_dir,
+            _wandb_dir(cfg, job_dir),
             run_name=f"{cfg.model.name}/{cfg.harm_domain.name}/{cfg.scorer.name}/q={cfg.sparsity:g}",
-            group=f"{cfg.model.name}/{cfg.harm_domain.name}/{cfg.scorer.name}",
-            config=resolved or asdict(cfg),
+            group=cfg.name,  # the sweep's name: every run of a sweep in one group
+            config={**(resolved or asdict(cfg)), **sparsity_fields(cfg.sparsity)},
             # A requeued job continues its W&B run instead of starting another one.
             run_id=hashlib.sha256(f"{job_dir.resolve()}:{chash}".encode()).hexdigest()[:16],
+            tags=tags(
+                model=cfg.model.name,
+                scorer=cfg.scorer.name,
+                domain=cfg.harm_domain.name,
+                protocol=cfg.protocol,
+                family=cfg.model.family,
+                aligned=cfg.model.aligned,
+                experiment=experiment,
+            ),
         )
         metrics, rows = _run_stages(JobContext.create(cfg, session), job_dir, chash, q_max)
-        mirror.log_final(metrics, rows)
+        mirror.log_final({**metrics, **sparsity_fields(cfg.sparsity, metrics.get("sparsity_achieved"))}, rows)
         log.info("finished: %s", job_dir / "metrics.json")
         return metrics
     except BaseException as err:
@@ -132,6 +142,17 @@ def _run_in(cfg: Config, job_dir: Path, resolved: dict | None, session: Session,
     finally:
         if mirror is not None:
             mirror.finish()
+
+
+def _wandb_dir(cfg: Config, job_dir: Path) -> Path:
+    """Where a job's W&B run is written: its sweep's folder (outputs/sweeps/<name>, so that the sweep's
+    runs sync with one command) when the job lies inside it, else the job's own folder."""
+    sweep = Path(cfg.output_root) / "sweeps" / cfg.name
+    try:
+        job_dir.resolve().relative_to(sweep.resolve())
+    except ValueError:
+        return job_dir
+    return sweep
 
 
 def _run_stages(ctx: JobContext, job_dir: Path, chash: str, q_max: float | None) -> tuple[dict, list[dict]]:

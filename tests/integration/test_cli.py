@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -159,10 +160,33 @@ def test_wandb_offline_run_is_written_and_readable(out):
     metrics = read_metrics(job)
     assert history["harm_nll"] == pytest.approx(metrics["harm_nll"])
     assert history["sparsity_achieved"] == pytest.approx(metrics["sparsity_achieved"])
-    assert group == "tiny_random/all/signed_snip"
+    assert group == "tiny_random_all_signed_snip"  # the sweep's name (`name`): one group per sweep
     assert run["config"]["data"]["n_calibration"] == 4 and run["summary"]["harm_nll"] == history["harm_nll"]
+    assert run["config"]["sparsity"] == 0.02 and run["config"]["log10_sparsity"] == pytest.approx(math.log10(0.02))
+    assert run["summary"]["sparsity"] == metrics["sparsity_achieved"] and run["summary"]["q"] == 0.02
+    assert run["summary"]["log10_sparsity"] == pytest.approx(math.log10(metrics["sparsity_achieved"]))
+    assert set(run["tags"]) == {"experiment:none", "model:tiny_random", "scorer:signed_snip", "domain:all",
+                                "protocol:harmcore", "family:tiny", "unaligned"}  # fmt: skip
+    assert f"wandb sync {job / 'wandb'}/offline-run-*" in r.stderr  # where the runs are, and how to upload them
     # raw generations stay local unless asked for
     assert not any("generations" in k for k in history)
+
+
+def test_a_wandb_sweep_is_one_group_in_one_folder(out):
+    r = cli("experiments.run", *TINY, "-m", "sparsity=0,0.05", f"output_root={out}", "logger=wandb", "name=wb",
+            env={"WANDB_MODE": "offline"})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    from harmcore.report.tracking import read_wandb_file
+
+    sweep = out / "sweeps" / "wb"
+    runs = [read_wandb_file(f) for f in sweep.glob("wandb/offline-run-*/run-*.wandb")]
+    names = sorted(run["name"] for run in runs)
+    assert names == ["curve/tiny_random/all/signed_snip", "sweep/wb", "tiny_random/all/signed_snip/q=0",
+                     "tiny_random/all/signed_snip/q=0.05"]  # fmt: skip
+    assert {run["group"] for run in runs} == {"wb"} and not list(sweep.rglob("q=*/wandb"))
+    (curve,) = [run for run in runs if run["name"].startswith("curve/")]
+    assert [step["sparsity"] for step in curve["steps"]] == [0.0, pytest.approx(0.05, rel=0.01)]
+    assert f"wandb sync {sweep / 'wandb'}/offline-run-*" in r.stderr
 
 
 def test_main_job_on_embedded_model(out):

@@ -84,12 +84,31 @@ def test_compression_pairs_identical_calibration_and_report(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     from harmcore.report.tracking import read_wandb_file
 
-    (run_file,) = sweep.glob("wandb/offline-run-*/run-*.wandb")
-    history = read_wandb_file(run_file)["history"]
+    runs = {run["name"]: run for run in map(read_wandb_file, sweep.glob("wandb/offline-run-*/run-*.wandb"))}
+    assert set(runs) == {
+        "sweep/pairs_tiny",
+        *(f"curve/{m}/all/signed_snip" for m in ("tiny_random", "tiny_random_instruct")),
+    }
+    assert {run["group"] for run in runs.values()} == {"pairs_tiny"}  # one group per sweep
+    history = runs["sweep/pairs_tiny"]["history"]
     assert history["curve/nrows"] == len(jobs) and history["pairs/nrows"] == len(rows)
     assert history["curve_png/_type"] == history["pairs_png/_type"] == "image-file"
     family = rows[0]["family"] or "models"  # one line per model over the pruned points of the family
     assert history[f"pairs/{family}/harmfulness_table/nrows"] == sum(m["sparsity_achieved"] > 0 for m in jobs)
+    for model, aligned in (("tiny_random", "unaligned"), ("tiny_random_instruct", "aligned")):
+        run = runs[f"curve/{model}/all/signed_snip"]
+        mine = sorted((m for m in jobs if m["model"] == model), key=lambda m: m["sparsity_achieved"])
+        # one step per point, sparsity the step of every measure: W&B draws the curve itself
+        assert [step["sparsity"] for step in run["steps"]] == [m["sparsity_achieved"] for m in mine]
+        assert [step["harmfulness"] for step in run["steps"]] == pytest.approx([m["harmfulness"] for m in mine])
+        assert [step["harm_nll"] for step in run["steps"]] == pytest.approx([m["harm_nll"] for m in mine])
+        assert run["step_metrics"]["*"] == "sparsity"
+        row = next(r for r in rows if r["model"] == model and r["measure"] == "harmfulness")
+        assert run["summary"]["auc"] == pytest.approx(float(row["auc"])) and run["summary"]["measure"] == "harmfulness"
+        assert ("s50" in run["summary"]) == (row["s50"] != "")
+        assert ("ratio" in run["summary"]) == (row["ratio"] != "")
+        assert {aligned, "curve", "model:" + model, "scorer:signed_snip", "domain:all"} <= set(run["tags"])
+        assert run["config"]["curve"]["model"] == model and run["config"]["sweep"] == "pairs_tiny"
 
 
 def test_cross_domain_matrix_matches_job_metrics(tmp_path):
