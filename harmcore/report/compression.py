@@ -1,6 +1,6 @@
 """Harm-compression curve statistics: s50, log-AUC, utility at s50, and bootstrap CIs over prompts.
 
-Conventions (METHOD.md, "ours"):
+Conventions (docs/method.md, "ours"):
 
 * ``s`` is achieved sparsity, a fraction in [0, 1]: pruned weights / all prunable weights. ``s = 0`` is the dense
   baseline and must be present. Points may come in any order; repeated ``s`` values are averaged (harm, utility and

@@ -1,4 +1,4 @@
-"""Which data was pruned x which ability was measured (METHOD.md claim 6, both directions).
+"""Which data was pruned x which ability was measured (docs/method.md claim 6, both directions).
 
 `data.target` chooses the behaviour whose weights are scored as the "harm" side of the set
 difference: harm, detection, explanation or refusal (harmcore.run.targets builds their data).

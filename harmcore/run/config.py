@@ -255,7 +255,7 @@ class EMConfig:
     seed: int = 0  # LoRA init and data order
     checkpoint_every: int = 1  # optimizer steps between adapter checkpoints (resume point)
     max_length: int = 512  # prompt + response tokens of a training example (longer responses are cut)
-    # Pruning the ORIGINAL model with the EM model's answers (METHOD.md: q 7e-6 in the scripts, or 2e-5)
+    # Pruning the ORIGINAL model with the EM model's answers (docs/method.md: q 7e-6 in the scripts, or 2e-5)
     q: float = 7e-6
     p: float = 5e-5
     reapply_mask: bool = True  # zero the mask again after merging the pruned model's LoRA
