@@ -43,6 +43,15 @@ def bootstrap_ci(values, n_resamples: int = 1000, level: float = 0.95, seed: int
     return (float(lo), float(hi))
 
 
+def interval(values, n_resamples: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """The interval of a mean as harmcore reports it: Wilson when every value is 0 or 1 (a rate),
+    else the percentile bootstrap over the values."""
+    x = [float(v) for v in values]
+    if x and all(v in (0.0, 1.0) for v in x):
+        return wilson_ci(x, level)
+    return bootstrap_ci(x, n_resamples, level, seed)
+
+
 def cluster_bootstrap_ci(
     values, clusters, n_resamples: int = 1000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harmcore.files import atomic_write_csv, atomic_write_figure, atomic_write_json
+from harmcore.measure.stats import interval
 from harmcore.report import measures
 from harmcore.report.compression import compression_ratio, curve_or_skip
 
@@ -112,6 +113,10 @@ def ci(x, i):
     return None if x is None else x[i]
 
 
+def _ci(values, n_resamples: int, seed: int) -> list[float] | None:
+    return None if values is None else list(interval(values, n_resamples, seed=seed))
+
+
 def report(sweep_dir: Path, points: list[dict], n_resamples: int = 1000, seed: int = 0) -> dict:
     """The pair/ladder report as a JSON-able dict (see the module docstring); also its CSV rows under "rows"."""
     settings, rows, used = [], [], []
@@ -134,6 +139,9 @@ def report(sweep_dir: Path, points: list[dict], n_resamples: int = 1000, seed: i
                         "jobs": m.jobs,
                         **{k: [None if r is None else sum(r) / len(r) for r in m.rows[k]] for k in names},
                         UTILITY: [None if u is None else sum(u) / len(u) for u in m.utility],
+                        # 95 % interval at each point (Wilson for rates, bootstrap over prompts for means)
+                        **{f"{k}_ci": [_ci(r, n_resamples, seed) for r in m.rows[k]] for k in names},
+                        f"{UTILITY}_ci": [_ci(u, n_resamples, seed) for u in m.utility],
                     },
                     "stats": {},
                     "ratio": {},
@@ -204,40 +212,52 @@ def _csv_row(domain, scorer, p_frac, member, reference, measure, st, ratio) -> d
 
 
 def _plot(rep: dict, path: Path) -> None:
+    """pairs.png: one panel per harm measure and one for utility; aligned members solid, unaligned
+    dashed; 95 % bands at each point; s50 as a vertical line with its interval shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [*rep["measures"], UTILITY]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2))
     for entry in rep["settings"]:
         s_all = [s for m in entry["members"] for s in m["curve"]["s"] if s]
         floor = min(s_all, default=1e-6) / 3
         for m in entry["members"]:
             xs = [s or floor for s in m["curve"]["s"]]
-            label = f"{m['model']} ({entry['harm_domain']}/{entry['scorer']})"
+            kind = {True: "aligned", False: "unaligned"}.get(m["aligned"], "alignment unknown")
+            label = f"{m['model']} ({kind}; {entry['harm_domain']}/{entry['scorer']})"
+            style = "o-" if m["aligned"] else "s--"
             for ax, key in zip(axes, panels):
                 ys = m["curve"].get(key)
                 if ys is None or any(y is None for y in ys):
                     continue
-                line = ax.plot(xs, ys, "o-", label=label)[0]
-                s50 = m["stats"].get(key, {}).get("s50")
-                if key != UTILITY and s50 is not None:
-                    ax.axvline(s50, ls="--", color=line.get_color(), alpha=0.6)
+                line = ax.plot(xs, ys, style, label=label)[0]
+                cis = m["curve"].get(f"{key}_ci")
+                if cis and all(c is not None for c in cis):
+                    ax.fill_between(xs, [c[0] for c in cis], [c[1] for c in cis], color=line.get_color(), alpha=0.15,
+                                    linewidth=0)  # fmt: skip
+                st = m["stats"].get(key, {})
+                if key != UTILITY and st.get("s50") is not None:
+                    ax.axvline(st["s50"], ls=":", color=line.get_color(), alpha=0.8)
+                    if st.get("s50_ci"):
+                        ax.axvspan(*st["s50_ci"], color=line.get_color(), alpha=0.08)
     titles = {
-        "harmfulness": "keyword compliance; dashed: s50",
-        "strongreject": "StrongREJECT classifier; dashed: s50",
-        "strongreject_rubric": "StrongREJECT rubric judge; dashed: s50",
-        "harm_likelihood": "harm likelihood exp(-NLL); dashed: s50",
-        UTILITY: "utility: benign NLL (higher = worse)",
+        "harmfulness": "keyword compliance rate",
+        "strongreject": "StrongREJECT classifier score",
+        "strongreject_rubric": "StrongREJECT rubric judge score",
+        "harm_likelihood": "harm likelihood exp(-NLL)",
+        UTILITY: "utility: benign NLL (nats/token; higher = worse)",
     }
     for ax, key in zip(axes, panels):
         ax.set_xscale("log")
-        ax.set_xlabel("achieved sparsity (0 at the left edge)")
-        ax.set_title(titles[key], fontsize=9)
+        ax.set_xlabel("achieved sparsity (the dense point at the left edge)")
+        ax.set_ylabel(titles[key])
+        ax.set_title(titles[key] + ("" if key == UTILITY else "; dotted: s50 (shaded: its 95 % interval)"), fontsize=8)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    fig.suptitle("solid: aligned, dashed: unaligned; bands: 95 % intervals at each point", fontsize=8)
     fig.tight_layout()
     atomic_write_figure(path, fig)
 

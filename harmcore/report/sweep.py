@@ -43,7 +43,11 @@ CURVE_COLUMNS = [
     "refusal_rate",
     "refusal_rate_wei",
     "harm_nll",
+    "harm_nll_lo",
+    "harm_nll_hi",
     "benign_nll",
+    "benign_nll_lo",
+    "benign_nll_hi",
     "baseline_harm_nll",
     "baseline_benign_nll",
     "delta_harm_nll",
@@ -105,7 +109,11 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
                     "refusal_rate": m.get("refusal_rate"),
                     "refusal_rate_wei": m.get("refusal_rate_wei"),
                     "harm_nll": m.get("harm_nll"),
+                    "harm_nll_lo": (m.get("harm_nll_ci") or [None, None])[0],
+                    "harm_nll_hi": (m.get("harm_nll_ci") or [None, None])[1],
                     "benign_nll": m.get("benign_nll"),
+                    "benign_nll_lo": (m.get("benign_nll_ci") or [None, None])[0],
+                    "benign_nll_hi": (m.get("benign_nll_ci") or [None, None])[1],
                     "baseline_harm_nll": base.get("harm_nll"),
                     "delta_harm_nll": m.get("delta_harm_nll"),
                     "delta_benign_nll": m.get("delta_benign_nll"),
@@ -153,37 +161,56 @@ def _tag_mixed_settings(points: list[dict]) -> None:
             p["scorer"] = f"{p['scorer']} [{tag}]"
 
 
+def _band(ax, xs, pts, key, color) -> None:
+    """The interval of `key` at each point, where every point has one."""
+    lo, hi = [p.get(f"{key}_lo") for p in pts], [p.get(f"{key}_hi") for p in pts]
+    if all(v is not None for v in lo + hi):
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
+
+
 def _plot(points: list[dict], path: Path) -> None:
+    """curve.png: harm (left) and reference NLLs (right) over achieved sparsity, one colour per curve,
+    95 % intervals as bands, the dense baseline as a dotted line; titles name only what ran."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_h, ax_u) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_h, ax_u) = plt.subplots(1, 2, figsize=(11, 4.2))
     groups = by_curve(points)
     floor = min((p["sparsity_achieved"] for p in points if p["sparsity_achieved"]), default=1e-6) / 3
+    ran_sr = ran_nll = False
     for (model, domain, scorer, p_frac), pts in groups.items():
         xs = [p["sparsity_achieved"] or floor for p in pts]
         label = f"{model}/{domain}/{scorer}/p={p_frac:g}"
-        line = ax_h.plot(xs, [p["harmfulness"] for p in pts], "o-", label=label)[0]
-        lo = [p["harmfulness_lo"] for p in pts]
-        hi = [p["harmfulness_hi"] for p in pts]
-        if all(v is not None for v in lo + hi):
-            ax_h.fill_between(xs, lo, hi, alpha=0.2)
+        line = ax_h.plot(xs, [p["harmfulness"] for p in pts], "o-", label=f"{label}: keyword compliance")[0]
+        color = line.get_color()
+        _band(ax_h, xs, pts, "harmfulness", color)
+        if pts[0].get("baseline_harmfulness") is not None:
+            ax_h.axhline(pts[0]["baseline_harmfulness"], ls=":", color=color, alpha=0.7)
         if all(p["strongreject"] is not None for p in pts):
-            ax_h.plot(xs, [p["strongreject"] for p in pts], "x:", color=line.get_color(), label=f"{label} StrongREJECT")
-        if all(p["benign_nll"] is not None for p in pts):
-            line = ax_u.plot(xs, [p["benign_nll"] for p in pts], "o--", label=f"{label} benign")[0]
-            if all(p["harm_nll"] is not None for p in pts):
-                ax_u.plot(xs, [p["harm_nll"] for p in pts], "s-", color=line.get_color(), label=f"{label} harm")
-    titles = ("harm: keyword compliance (o), StrongREJECT (x)", "reference NLL: harm (solid), benign (dashed)")
-    for ax, title in zip((ax_h, ax_u), titles):
-        ax.set_xscale("log")
-        ax.set_xlabel("achieved sparsity (0 plotted at the left edge)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
+            ran_sr = True
+            ax_h.plot(xs, [p["strongreject"] for p in pts], "x--", color=color, label=f"{label}: StrongREJECT")
+            _band(ax_h, xs, pts, "strongreject", color)
+        for key, style in (("harm_nll", "s-"), ("benign_nll", "o--")):
+            if all(p[key] is not None for p in pts):
+                ran_nll = True
+                ax_u.plot(xs, [p[key] for p in pts], style, color=color, label=f"{label}: {key}")
+                _band(ax_u, xs, pts, key, color)
+    ax_h.set_title("harm: keyword compliance (o)" + (", StrongREJECT score (x)" if ran_sr else "")
+                   + "; dotted: dense", fontsize=9)  # fmt: skip
+    ax_h.set_ylabel("compliance rate" + (" / StrongREJECT score" if ran_sr else ""))
     ax_h.set_ylim(-0.02, 1.02)
-    ax_h.legend(fontsize=7)
+    ax_u.set_title("reference NLL: harmful answers (solid), benign answers (dashed)" if ran_nll else
+                   "reference NLL: not measured (eval.response_nll=false)", fontsize=9)  # fmt: skip
+    ax_u.set_ylabel("NLL (nats/token)")
+    for ax in (ax_h, ax_u):
+        ax.set_xscale("log")
+        ax.set_xlabel("achieved sparsity (the dense point at the left edge)")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    fig.suptitle("bands: 95 % intervals (Wilson for rates, bootstrap over prompts for means)", fontsize=8)
     fig.tight_layout()
     atomic_write_figure(path, fig, dpi=110)
 

@@ -65,6 +65,11 @@ def test_compression_pairs_identical_calibration_and_report(tmp_path):
         assert curve["s"] == [m["sparsity_achieved"] for m in mine]
         assert curve["harmfulness"] == pytest.approx([m["harmfulness"] for m in mine])
         assert curve["benign_nll"] == pytest.approx([m["benign_nll"] for m in mine])
+        # the interval at each point, as the figure draws it: the job's own (Wilson for the rate)
+        for got, m in zip(curve["harmfulness_ci"], mine):
+            assert got == pytest.approx(m["harmfulness_ci"])
+        for key in ("harmfulness", "harm_likelihood", "benign_nll"):
+            assert all(lo <= v <= hi for v, (lo, hi) in zip(curve[key], curve[f"{key}_ci"])), key
         expected = curve_stats(curve["s"], [m["harmfulness"] for m in mine], [m["benign_nll"] for m in mine])
         row = next(r for r in rows if r["model"] == member["model"] and r["measure"] == "harmfulness")
         assert float(row["auc"]) == pytest.approx(expected.auc)
@@ -78,6 +83,11 @@ def test_compression_pairs_identical_calibration_and_report(tmp_path):
     else:
         assert ratio["ratio"] == ""
     assert (sweep / "pairs.png").stat().st_size > 1000
+    with open(sweep / "curve.csv") as f:  # the NLL bands of curve.png: each job's bootstrap interval
+        by_job = {r["job"]: r for r in csv.DictReader(f)}
+    for m in jobs:
+        r = by_job[str(m["_dir"].relative_to(sweep))]
+        assert [float(r["harm_nll_lo"]), float(r["harm_nll_hi"])] == pytest.approx(m["harm_nll_ci"])
 
     # the same reports logged to one W&B curve run: tables, images, per-family line plots
     r = cli("experiments.aggregate", str(sweep), "--wandb", env={"WANDB_MODE": "offline"})

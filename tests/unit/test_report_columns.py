@@ -6,7 +6,8 @@ from harmcore.report import control, cross_domain, dissociation, pairs, sweep
 CURVE = (
     "model harm_domain scorer p ranking sparsity_requested sparsity_achieved n_pruned harmfulness "
     "harmfulness_lo harmfulness_hi baseline_harmfulness strongreject strongreject_lo strongreject_hi "
-    "baseline_strongreject refusal_rate refusal_rate_wei harm_nll benign_nll baseline_harm_nll "
+    "baseline_strongreject refusal_rate refusal_rate_wei harm_nll harm_nll_lo harm_nll_hi benign_nll benign_nll_lo "
+    "benign_nll_hi baseline_harm_nll "
     "baseline_benign_nll delta_harm_nll delta_benign_nll curve_hash job"
 ).split()
 PAIRS = (
