@@ -10,6 +10,7 @@
     locations.py      where the pruned weights are (layer x module)
     plots.py          shared figure helpers
     tracking.py       the W&B mirror (offline by default; secrets and raw generations stay local)
+    webpage.py        report.html: one self-contained page per sweep (figures, tables, failed jobs)
 
 Reads files, never runs a model. May import: errors, files, data, core, measure. Never run.
 """

@@ -17,7 +17,7 @@ import yaml
 
 from harmcore.errors import HarmcoreError
 from harmcore.files import atomic_write_csv, atomic_write_figure, atomic_write_json
-from harmcore.report import control, cross_domain, dissociation, locations, measures, pairs
+from harmcore.report import control, cross_domain, dissociation, locations, measures, pairs, webpage
 from harmcore.report.compression import curve_or_skip
 from harmcore.report.tracking import log_sweep
 
@@ -284,7 +284,9 @@ def aggregate(sweep_dir, logger_cfg=None, experiment: str | None = None) -> dict
         summary["dissociation_report"] = "dissociation.json"
     if cross_domain.write(sweep_dir, points):  # jobs with eval_domain: the A x B matrices
         summary["cross_domain_report"] = "cross_domain.json"
+    summary["page"] = "report.html"
     atomic_write_json(sweep_dir / "summary.json", summary)
+    webpage.write(sweep_dir, summary)  # the figures and tables above, one page
     for p in problems:
         log.warning("job %s %s: %s", p["job"], p["status"], p["error"].strip().splitlines()[-1][:200])
     log_sweep(logger_cfg, sweep_dir, summary, experiment)

@@ -83,6 +83,10 @@ def test_compression_pairs_identical_calibration_and_report(tmp_path):
     else:
         assert ratio["ratio"] == ""
     assert (sweep / "pairs.png").stat().st_size > 1000
+    page = (sweep / "report.html").read_text()  # one page: both curves, the ratios, every figure inlined
+    assert page.count('src="data:image/png;base64,') == len(list(sweep.glob("*.png"))) >= 2
+    assert page.split("<h2>Curves</h2>")[1].split("</table>")[0].count("<tr>") == 1 + 2
+    assert "<h2>Compression ratios</h2>" in page and "No failed or missing jobs." in page
     with open(sweep / "curve.csv") as f:  # the NLL bands of curve.png: each job's bootstrap interval
         by_job = {r["job"]: r for r in csv.DictReader(f)}
     for m in jobs:
