@@ -173,6 +173,23 @@ def alpaca_cleaned(path: str | None = None) -> list[tuple[Prompt, str]]:
     return out
 
 
+def training_pairs(path: str, key: str) -> list[tuple[str, str]]:
+    """(prompt, response) rows of a CSV or JSONL file: columns prompt and response, or the
+    red-teaming layout text and rejected_response, where a `harmful` column keeps its 1 rows only."""
+    pairs = []
+    for n, row in enumerate(read_table(path, key), 1):
+        where = f"{key}={path} row {n}"
+        if "harmful" in row and str(row["harmful"]).strip() not in ("1", "1.0", "True", "true"):
+            continue
+        if "prompt" in row:
+            pairs.append((text_field(row, "prompt", where), text_field(row, "response", where)))
+        else:
+            pairs.append((text_field(row, "text", where), text_field(row, "rejected_response", where)))
+    if not pairs:
+        raise HarmcoreError(f"{key}={path} holds no training pairs (rows of prompt/response, or harmful = 1)")
+    return pairs
+
+
 def split(items: list, n_eval: int, n_calibration: int, seed: int) -> tuple[list, list]:
     """Disjoint (calibration, eval) subsets after a seeded shuffle; eval is taken first."""
     order = list(range(len(items)))

@@ -25,10 +25,11 @@ from harmcore.core import masking
 from harmcore.core.selection import Mask, set_difference
 from harmcore.data.examples import Example
 from harmcore.data.refusals import own_refusal_examples
+from harmcore.data.sources import training_pairs
 from harmcore.errors import HarmcoreError
 from harmcore.generation.base import Request, sampling_for
 from harmcore.generation.hf import HFGenerator
-from harmcore.measure.config import parse_attack
+from harmcore.measure.config import LORA_DEFAULTS, parse_attack
 from harmcore.measure.suite import Context, content_hash, harm_metrics
 from harmcore.training.lora import lora_finetune
 
@@ -100,7 +101,7 @@ def run_attacks(ctx: Context, data, harm_mask: Mask, mask_key: str, refs: dict) 
                                                 a.prefill_tokens)  # fmt: skip
         else:
             requests = [Request(p) for p in prompts]
-        if "lora" in parts and not data.harmful_pairs:
+        if "lora" in parts and not _lora_pairs(a, data):
             log.warning("attack %s skipped: no compliant harmful calibration pair to fine-tune on", name)
             out[name] = {"skipped": "no compliant harmful calibration pairs (every response was a refusal)"}
             continue
@@ -121,6 +122,13 @@ def run_attacks(ctx: Context, data, harm_mask: Mask, mask_key: str, refs: dict) 
     return out
 
 
+def _lora_pairs(a, data) -> list[Example]:
+    """The harmful LoRA's training pairs: eval.attacks.lora_data_path, else the job's compliant calibration pairs."""
+    if a.lora_data_path:
+        return [Example(p, r) for p, r in training_pairs(a.lora_data_path, "eval.attacks.lora_data_path")]
+    return data.harmful_pairs
+
+
 def _attack_generations(ctx, parts, requests, sampling, mask, mask_key, data, stage) -> list[str]:
     a = ctx.cfg.eval.attacks
     meta = {
@@ -134,8 +142,9 @@ def _attack_generations(ctx, parts, requests, sampling, mask, mask_key, data, st
         "ablation": (a.ablation_q, a.ablation_p, masking.content_key(mask)) if "refusal_ablation" in parts else None,
     }
     if "lora" in parts:
-        meta["lora"] = {k: v for k, v in asdict(a).items() if k.startswith("lora_")}
-        meta["train"] = content_hash([asdict(e) for e in data.harmful_pairs])
+        meta["lora"] = {k: v for k, v in asdict(a).items()
+                        if k.startswith("lora_") and not (k in LORA_DEFAULTS and v == LORA_DEFAULTS[k])}  # fmt: skip
+        meta["train"] = content_hash([asdict(e) for e in _lora_pairs(a, data)])
 
     def compute():
         model = ctx.model
@@ -143,8 +152,9 @@ def _attack_generations(ctx, parts, requests, sampling, mask, mask_key, data, st
         try:
             if "lora" in parts:  # fine-tune the (pruned) model: a merged copy
                 model, history = lora_finetune(
-                    model, ctx.tokenizer, data.harmful_pairs, ctx.fmt, r=a.lora_r, alpha=a.lora_alpha,
+                    model, ctx.tokenizer, _lora_pairs(a, data), ctx.fmt, r=a.lora_r, alpha=a.lora_alpha,
                     lr=a.lora_lr, epochs=a.lora_epochs, batch_size=a.lora_batch_size, seed=a.lora_seed,
+                    schedule=a.lora_schedule, warmup_ratio=a.lora_warmup_ratio, weight_decay=a.lora_weight_decay,
                 )  # fmt: skip
                 log.info("%s: LoRA loss per epoch %s", stage, [round(h, 3) for h in history])
                 if mask is not None and a.lora_reapply_mask:

@@ -123,6 +123,12 @@ class UtilityConfig:
         _positive("eval.utility.qa_limit", self.qa_limit)
 
 
+# Keys of eval.attacks added later: at these values, settings hashes and cached attack answers of
+# earlier runs stay as they were.
+LORA_DEFAULTS = {"lora_schedule": "constant", "lora_warmup_ratio": 0.0, "lora_weight_decay": 0.0,
+                 "lora_data_path": None}  # fmt: skip
+
+
 @dataclass
 class AttackConfig:
     """Jailbreaks applied to the pruned model: does harm stay low when refusal is bypassed?"""
@@ -141,6 +147,14 @@ class AttackConfig:
     lora_batch_size: int = 5
     lora_reapply_mask: bool = True  # prune the merged model again with the harm mask
     lora_seed: int = 0
+    # The learning-rate schedule (harmcore.training.lora): constant | linear (paper: linear, warmup
+    # ratio 0.05, AdamW weight decay 0.01, as their SFTTrainer config)
+    lora_schedule: str = "constant"
+    lora_warmup_ratio: float = 0.0
+    lora_weight_decay: float = 0.0
+    # Training pairs: null = the job's compliant calibration pairs; or a CSV/JSONL of prompt/response
+    # rows (also the authors' red-teaming CSV: text, rejected_response, and harmful = 1 rows only)
+    lora_data_path: str | None = None
 
     def __post_init__(self) -> None:
         for name in self.attacks:
@@ -150,6 +164,12 @@ class AttackConfig:
         _positive("eval.attacks.lora_epochs", self.lora_epochs)
         _positive("eval.attacks.lora_batch_size", self.lora_batch_size)
         _positive("eval.attacks.lora_lr", self.lora_lr)
+        if self.lora_schedule not in ("constant", "linear"):
+            raise HarmcoreError(f"eval.attacks.lora_schedule={self.lora_schedule}: use constant or linear")
+        if not 0.0 <= self.lora_warmup_ratio < 1.0:
+            raise HarmcoreError(f"eval.attacks.lora_warmup_ratio={self.lora_warmup_ratio} is outside [0, 1)")
+        if not self.lora_weight_decay >= 0.0:
+            raise HarmcoreError(f"eval.attacks.lora_weight_decay={self.lora_weight_decay}: use a value >= 0")
         for key in ("ablation_q", "ablation_p"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise HarmcoreError(f"eval.attacks.{key}={getattr(self, key)} is outside [0, 1): it is a fraction")

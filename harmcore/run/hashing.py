@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harmcore.inputs import digest
+from harmcore.measure.config import LORA_DEFAULTS
 from harmcore.run.config import Config
 from harmcore.run.options import domain_config
 
@@ -73,6 +74,8 @@ def user_files(cfg: Config) -> dict[str, str]:
                       "eval.utility.lm_eval_include_path": u.lm_eval_include_path})  # fmt: skip
     if e.strongreject.enabled:
         named["eval.strongreject.template_path"] = e.strongreject.template_path
+    if any("lora" in a for a in e.attacks.attacks):
+        named["eval.attacks.lora_data_path"] = e.attacks.lora_data_path
     if e.endpoint.enabled:
         named.update({f"eval.endpoint.templates.{k}": v for k, v in e.endpoint.templates.items()})
     return {k: v for k, v in named.items() if v and Path(v).expanduser().exists()}
@@ -89,6 +92,8 @@ def missing_user_files(cfg: Config) -> list[tuple[str, str]]:
         need["eval.strongreject.template_path"] = cfg.eval.strongreject.template_path
     if cfg.eval.recognition.enabled:
         need["eval.recognition.path"] = cfg.eval.recognition.path
+    if any("lora" in a for a in cfg.eval.attacks.attacks):
+        need["eval.attacks.lora_data_path"] = cfg.eval.attacks.lora_data_path
     if cfg.eval.endpoint.enabled:
         need.update({f"eval.endpoint.templates.{k}": v for k, v in cfg.eval.endpoint.templates.items()})
     if cfg.eval.utility.enabled:
@@ -120,6 +125,9 @@ def _settings(cfg: Config) -> dict:
         d["data"].pop("add_bos")
     if d["data"]["target"] == "harm":  # jobs from before data.target keep their hash
         d["data"].pop("target")
+    for key, default in LORA_DEFAULTS.items():  # jobs from before these keys keep their hash
+        if d["eval"]["attacks"][key] == default:
+            d["eval"]["attacks"].pop(key)
     if not d["eval"]["recognition"]["enabled"]:  # jobs from before the recognition eval keep their hash
         d["eval"].pop("recognition")
     return d

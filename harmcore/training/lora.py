@@ -4,6 +4,10 @@ Used by the harmful-LoRA jailbreak (harmcore.measure.attacks) and by emergent-mi
 fine-tuning (harmcore.run.em). The LoRA targets every prunable linear (q/k/v/o,
 gate/up/down) and is merged into a COPY of the model: the caller's model is untouched.
 
+The learning rate follows `schedule` as transformers' Trainer schedules it (its `constant` and
+`linear` schedules with warmup; `lr_factor`): warmup over ceil(warmup_ratio x optimizer steps),
+then constant or linear decay to zero at the last step. AdamW's weight decay is `weight_decay`.
+
 Resuming: with `checkpoint` set, the adapter, the AdamW state and the position in the
 data (micro-batches done) are written atomically to one safetensors file every
 `checkpoint_every` optimizer steps and at the end ("finished" in its metadata). A rerun
@@ -17,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +35,19 @@ from harmcore.data.examples import Example, FormatSpec, batches, tokenize
 from harmcore.errors import HarmcoreError
 
 log = logging.getLogger("harmcore.training")
+
+
+SCHEDULES = ("constant", "linear")
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """The learning-rate multiplier of optimizer step `step` (0-based) of `total`, after `warmup` warmup
+    steps: step / warmup during the warmup, then 1 (constant) or (total - step) / (total - warmup) (linear)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    if schedule == "constant":
+        return 1.0
+    return max(0.0, (total - step) / max(1, total - warmup))
 
 
 def _peft(model, r: int, alpha: int):
@@ -92,6 +110,9 @@ def lora_finetune(
     seed: int = 0,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 1,
+    schedule: str = "constant",
+    warmup_ratio: float = 0.0,
+    weight_decay: float = 0.0,
 ) -> tuple[torch.nn.Module, list[float]]:
     """A merged, fine-tuned COPY of `model` and the mean micro-batch loss (nats/token) per epoch.
 
@@ -106,14 +127,23 @@ def lora_finetune(
             f"LoRA r={r}, batch_size={batch_size}, grad_accum={grad_accum}, epochs={epochs}, "
             f"checkpoint_every={checkpoint_every}: use positive integers"
         )
+    if schedule not in SCHEDULES or not 0.0 <= warmup_ratio < 1.0 or weight_decay < 0:
+        raise HarmcoreError(
+            f"LoRA schedule={schedule}, warmup_ratio={warmup_ratio}, weight_decay={weight_decay}: use a schedule "
+            f"of {', '.join(SCHEDULES)}, a warmup ratio in [0, 1) and a weight decay >= 0"
+        )
     torch.manual_seed(seed)
     peft_model = _peft(copy.deepcopy(model), r, alpha)
     params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     toks = tokenize(tokenizer, examples, fmt)
     settings = {"r": r, "alpha": alpha, "lr": lr, "epochs": epochs, "batch_size": batch_size,
                 "grad_accum": grad_accum, "seed": seed, "n": len(toks)}  # fmt: skip
-    state = {"micro": 0, "history": [], "losses": [], "finished": False, "settings": settings}
+    if (schedule, warmup_ratio, weight_decay) != ("constant", 0.0, 0.0):  # checkpoints from before them match
+        settings.update(schedule=schedule, warmup_ratio=warmup_ratio, weight_decay=weight_decay)
+    total = epochs * math.ceil(math.ceil(len(toks) / batch_size) / grad_accum)  # optimizer steps
+    warmup = math.ceil(warmup_ratio * total)
+    state = {"micro": 0, "history": [], "losses": [], "finished": False, "settings": settings, "steps": 0}
     path = Path(checkpoint) if checkpoint else None
     if path is not None and path.exists():
         state = _load(path, peft_model, opt, settings)
@@ -139,9 +169,12 @@ def lora_finetune(
             (loss / grad_accum).backward()
             state["losses"].append(float(loss.detach()))
             if (j + 1) % grad_accum == 0 or j + 1 == len(epoch_batches):
+                for group in opt.param_groups:
+                    group["lr"] = lr * lr_factor(state.get("steps", 0), total, warmup, schedule)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 steps += 1
+                state["steps"] = state.get("steps", 0) + 1
                 state["micro"] = micro
                 if j + 1 == len(epoch_batches):
                     state["history"].append(sum(state["losses"]) / len(state["losses"]))

@@ -66,9 +66,12 @@ def test_questions_from_builtin_jsonl_and_published_yaml(tmp_path):
         load_questions(str(tmp_path / "missing.yaml"), tmp_path)
 
 
-def test_killed_lora_training_resumes_to_the_same_weights(tiny_model, tiny_tok, harm_examples, tmp_path, monkeypatch):
+@pytest.mark.parametrize("schedule", [{}, {"schedule": "linear", "warmup_ratio": 0.25, "weight_decay": 0.01}])
+def test_killed_lora_training_resumes_to_the_same_weights(
+    tiny_model, tiny_tok, harm_examples, tmp_path, monkeypatch, schedule
+):
     fmt = FormatSpec(kind="chat", max_length=128)
-    kw = dict(r=4, alpha=8, lr=5e-3, epochs=2, batch_size=2, grad_accum=2, seed=0)
+    kw = dict(r=4, alpha=8, lr=5e-3, epochs=2, batch_size=2, grad_accum=2, seed=0, **schedule)
     whole, history = finetune.lora_finetune(tiny_model, tiny_tok, harm_examples, fmt, **kw)
     ckpt = tmp_path / "adapter.safetensors"
     save, calls = finetune._save, []

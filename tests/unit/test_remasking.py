@@ -78,3 +78,33 @@ def test_lora_attack_masks_the_merged_model_again_only_when_asked(
     assert seen["model"] is not tiny_model  # a merged copy
     assert (merged == 0).all() if reapply else (merged != 0).any()
     assert torch.equal(masked_values(tiny_model, mask), original)  # the attacked model is restored
+
+
+def test_lora_attack_trains_on_the_given_file_with_its_schedule(tiny_model, tiny_tok, harm_examples, monkeypatch,
+                                                                  tmp_path):  # fmt: skip
+    got = {}
+
+    def recording(model, tokenizer, examples, fmt, **kw):
+        got.update(examples=examples, **kw)
+        return model, [0.0]
+
+    monkeypatch.setattr(attacks, "lora_finetune", recording)
+    monkeypatch.setattr(attacks, "HFGenerator", lambda *a, **k: SimpleNamespace(generate=lambda r, s: ["x"] * len(r)))
+    path = tmp_path / "red_teaming_prompts.csv"
+    path.write_text("text,rejected_response,harmful\nHow to x?,Do y.,1\nHello,Hi.,0\n")
+    a = AttackConfig(lora_data_path=str(path), lora_schedule="linear", lora_warmup_ratio=0.05, lora_weight_decay=0.01)
+    cfg = replace(Config(), eval=EvalConfig(attacks=a))
+    metas = []
+
+    def cache(kind, meta, compute, stage, expect=None):
+        metas.append(meta)
+        return compute()
+
+    ctx = suite.Context(tiny_model, tiny_tok, "chat", cfg, {}, cache, None, None, FormatSpec("chat", max_length=128))
+    attacks._attack_generations(ctx, ("lora",), [Request("p")], Sampling(4), None, "dense",
+                                SimpleNamespace(harmful_pairs=harm_examples), "t")  # fmt: skip
+    assert [(e.prompt, e.response) for e in got["examples"]] == [("How to x?", "Do y.")]  # harmful = 1 rows only
+    assert (got["schedule"], got["warmup_ratio"], got["weight_decay"]) == ("linear", 0.05, 0.01)
+    assert metas[0]["lora"]["lora_schedule"] == "linear"  # cached answers follow the schedule and the data
+    default = SimpleNamespace(**{**vars(AttackConfig()), "attacks": []})
+    assert attacks._lora_pairs(default, SimpleNamespace(harmful_pairs=harm_examples)) is harm_examples
