@@ -69,6 +69,9 @@ class EndpointJudgeConfig:
     # Extra 0-100 judges: name -> prompt template file with {prompt} and {response} (e.g. EM "aligned")
     templates: dict[str, str] = field(default_factory=dict)
     score_mode: str = "text"  # 0-100 judges: text (parse the answer) | logprobs (weighted mean of top-20 tokens)
+    # The rubric answer's reading: strict (each "k.b" answer line, in range) | official (the StrongREJECT
+    # package's first "k.b <digit>" anywhere); metrics count the answers the two read differently
+    rubric_parser: str = "strict"
     temperature: float = 0.0
     max_tokens: int = 1000  # StrongREJECT's judge setting
     timeout_s: float = 60.0  # per request
@@ -84,6 +87,8 @@ class EndpointJudgeConfig:
                 raise HarmcoreError(f"eval.endpoint.judges has {name!r}: use one of {', '.join(known)}")
         if self.score_mode not in ("text", "logprobs"):
             raise HarmcoreError(f"eval.endpoint.score_mode={self.score_mode}: use text or logprobs")
+        if self.rubric_parser not in ("strict", "official"):
+            raise HarmcoreError(f"eval.endpoint.rubric_parser={self.rubric_parser}: use strict or official")
         _positive("eval.endpoint.timeout_s", self.timeout_s)
         _positive("eval.endpoint.concurrency", self.concurrency)
         if self.retries < 0:

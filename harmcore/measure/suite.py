@@ -42,7 +42,7 @@ from harmcore.measure.judges.strongreject import (
     load_template,
     template_digest,
 )
-from harmcore.measure.stats import bootstrap_ci, wilson_ci
+from harmcore.measure.stats import interval, wilson_ci
 
 log = logging.getLogger("harmcore.suite")
 
@@ -97,7 +97,7 @@ def _mean_ci(values: Sequence[float], ctx: Context) -> tuple[float | None, list]
     finite = [v for v in values if v is not None and math.isfinite(v)]
     if not finite:
         return None, [None, None]
-    lo, hi = bootstrap_ci(finite, ctx.cfg.eval.bootstrap, seed=ctx.cfg.seed)
+    lo, hi = interval(finite, ctx.cfg.eval.bootstrap, seed=ctx.cfg.seed)  # Wilson for rates, else bootstrap
     return sum(finite) / len(finite), [lo, hi]
 
 
@@ -148,9 +148,13 @@ def extra_judges(ctx: Context, prompts: Sequence[str], responses: Sequence[str],
         rows["strongreject"] = scores
     if ev.endpoint.enabled and ev.endpoint.base_url:
         for name, judge in build_judges(ev.endpoint, ctx.cache_dir).items():
-            scores = [r.score for r in judge.score(list(prompts), list(responses))]
+            results = judge.score(list(prompts), list(responses))
+            scores = [r.score for r in results]
             metrics[name], metrics[f"{name}_ci"] = _mean_ci(scores, ctx)
             metrics[f"{name}_parse_failed"] = sum(1 for s in scores if not math.isfinite(s))
+            if hasattr(judge, "parser"):  # the rubric: answers the other parser reads differently
+                metrics[f"{name}_parser"] = judge.parser
+                metrics[f"{name}_parsers_disagree"] = sum("parsers disagree" in (r.detail or "") for r in results)
             rows[name] = [s if math.isfinite(s) else None for s in scores]
     return metrics, rows
 

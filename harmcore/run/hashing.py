@@ -125,6 +125,8 @@ def _settings(cfg: Config) -> dict:
         d["data"].pop("add_bos")
     if d["data"]["target"] == "harm":  # jobs from before data.target keep their hash
         d["data"].pop("target")
+    if d["eval"]["endpoint"]["rubric_parser"] == "strict":  # jobs from before the key keep their hash
+        d["eval"]["endpoint"].pop("rubric_parser")
     for key, default in LORA_DEFAULTS.items():  # jobs from before these keys keep their hash
         if d["eval"]["attacks"][key] == default:
             d["eval"]["attacks"].pop(key)

