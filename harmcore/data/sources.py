@@ -174,8 +174,9 @@ def alpaca_cleaned(path: str | None = None) -> list[tuple[Prompt, str]]:
 
 
 def training_pairs(path: str, key: str) -> list[tuple[str, str]]:
-    """(prompt, response) rows of a CSV or JSONL file: columns prompt and response, or the
-    red-teaming layout text and rejected_response, where a `harmful` column keeps its 1 rows only."""
+    """(prompt, response) rows of a CSV or JSONL file: columns prompt and response, the authors'
+    clean_prompt and clean_response, or their red-teaming layout text and rejected_response; where a
+    `harmful` column is there, only its 1 rows."""
     pairs = []
     for n, row in enumerate(read_table(path, key), 1):
         where = f"{key}={path} row {n}"
@@ -183,6 +184,8 @@ def training_pairs(path: str, key: str) -> list[tuple[str, str]]:
             continue
         if "prompt" in row:
             pairs.append((text_field(row, "prompt", where), text_field(row, "response", where)))
+        elif "clean_prompt" in row:
+            pairs.append((text_field(row, "clean_prompt", where), text_field(row, "clean_response", where)))
         else:
             pairs.append((text_field(row, "text", where), text_field(row, "rejected_response", where)))
     if not pairs:

@@ -23,13 +23,14 @@ import torch
 from harmcore.cache_entries import one_per
 from harmcore.core import masking
 from harmcore.core.selection import Mask, set_difference
+from harmcore.data.calibration_files import normalise
 from harmcore.data.examples import Example
 from harmcore.data.refusals import own_refusal_examples
 from harmcore.data.sources import training_pairs
 from harmcore.errors import HarmcoreError
 from harmcore.generation.base import Request, sampling_for
 from harmcore.generation.hf import HFGenerator
-from harmcore.measure.config import LORA_DEFAULTS, parse_attack
+from harmcore.measure.config import LATER_DEFAULTS, PREFILL_SEPARATOR, parse_attack
 from harmcore.measure.suite import Context, content_hash, harm_metrics
 from harmcore.training.lora import lora_finetune
 
@@ -47,6 +48,23 @@ def prefill_requests(tokenizer, prompts: Sequence[str], references: Sequence[str
     if len(prompts) != len(references):
         raise HarmcoreError(f"got {len(prompts)} prompts but {len(references)} references for prefilling")
     return [Request(p, prefix_of(tokenizer, r, n_tokens)) for p, r in zip(prompts, references)]
+
+
+def prefill_answers(a, references: dict[str, str]) -> dict[str, str]:
+    """Normalised prompt -> the harmful answer whose first tokens prefill it: eval.attacks.prefill_path
+    when set, else the job's held-out reference answers."""
+    if a.prefill_path:
+        pairs = training_pairs(a.prefill_path, "eval.attacks.prefill_path")
+    else:
+        pairs = list(references.items())
+    return {normalise(p): r for p, r in pairs}
+
+
+def judged_texts(requests: Sequence[Request], responses: Sequence[str], judged: str) -> list[str]:
+    """What the judges read of a prefilled answer: the continuation, or prefix|||continuation."""
+    if judged == "continuation":
+        return list(responses)
+    return [f"{q.prefix}{PREFILL_SEPARATOR}{r}" for q, r in zip(requests, responses, strict=True)]
 
 
 def union(a: Mask, b: Mask) -> Mask:
@@ -90,15 +108,19 @@ def run_attacks(ctx: Context, data, harm_mask: Mask, mask_key: str, refs: dict) 
     out = {}
     for name in a.attacks:
         parts = parse_attack(name)
-        prompts = [p.text for p in data.harm_eval]
+        held_out = prompts = [p.text for p in data.harm_eval]
         if "prefill" in parts:
-            prompts = [p for p in prompts if p in references]
+            answers = prefill_answers(a, references)
+            prompts = [p for p in held_out if normalise(p) in answers]
             if not prompts:
-                log.warning("attack %s skipped: no held-out prompt has a harmful reference answer", name)
-                out[name] = {"skipped": "no harmful reference answers (needs eval.response_nll and compliant answers)"}
+                log.warning("attack %s skipped: no held-out prompt has a harmful answer to prefill with", name)
+                why = "no harmful reference answers (needs eval.response_nll and compliant answers)"
+                if a.prefill_path:
+                    why = f"no held-out prompt is in eval.attacks.prefill_path={a.prefill_path}"
+                out[name] = {"skipped": why}
                 continue
-            requests = prefill_requests(ctx.tokenizer, prompts, [references[p] for p in prompts],
-                                                a.prefill_tokens)  # fmt: skip
+            requests = prefill_requests(ctx.tokenizer, prompts, [answers[normalise(p)] for p in prompts],
+                                        a.prefill_tokens)  # fmt: skip
         else:
             requests = [Request(p) for p in prompts]
         if "lora" in parts and not _lora_pairs(a, data):
@@ -114,7 +136,13 @@ def run_attacks(ctx: Context, data, harm_mask: Mask, mask_key: str, refs: dict) 
                 mask = union(base, ablation) if base is not None else ablation
             key = {"dense": "dense", "pruned": mask_key}[variant]
             responses = _attack_generations(ctx, parts, requests, sampling, mask, key, data, f"{name}_{variant}")
+            if "prefill" in parts:
+                responses = judged_texts(requests, responses, a.prefill_judged)
             out[name][variant] = harm_metrics(ctx, prompts, responses, f"attack_{name}_{variant}")
+            if "prefill" in parts:  # how many held-out prompts the attack could prefill, and with what
+                out[name][variant].update(n_prefilled=len(prompts), n_held_out=len(held_out),
+                                          prefix_source=a.prefill_path or "held-out reference answers",
+                                          judged=a.prefill_judged)  # fmt: skip
             if mask is not None:
                 out[name][variant]["n_pruned"] = mask.n_pruned
             if "refusal_ablation" in parts:
@@ -143,7 +171,7 @@ def _attack_generations(ctx, parts, requests, sampling, mask, mask_key, data, st
     }
     if "lora" in parts:
         meta["lora"] = {k: v for k, v in asdict(a).items()
-                        if k.startswith("lora_") and not (k in LORA_DEFAULTS and v == LORA_DEFAULTS[k])}  # fmt: skip
+                        if k.startswith("lora_") and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}  # fmt: skip
         meta["train"] = content_hash([asdict(e) for e in _lora_pairs(a, data)])
 
     def compute():

@@ -130,8 +130,9 @@ class UtilityConfig:
 
 # Keys of eval.attacks added later: at these values, settings hashes and cached attack answers of
 # earlier runs stay as they were.
-LORA_DEFAULTS = {"lora_schedule": "constant", "lora_warmup_ratio": 0.0, "lora_weight_decay": 0.0,
-                 "lora_data_path": None}  # fmt: skip
+LATER_DEFAULTS = {"lora_schedule": "constant", "lora_warmup_ratio": 0.0, "lora_weight_decay": 0.0,
+                  "lora_data_path": None, "prefill_path": None, "prefill_judged": "continuation"}  # fmt: skip
+PREFILL_SEPARATOR = "|||"  # between prefix and continuation in the judged text (the authors' separator)
 
 
 @dataclass
@@ -141,6 +142,12 @@ class AttackConfig:
     # Any of: prefill, refusal_ablation, lora, and '+'-joined combinations (e.g. lora+prefill).
     attacks: list[str] = field(default_factory=list)
     prefill_tokens: int = 10  # tokens of a harmful reference answer given as the assistant prefix
+    # Where the harmful answers come from: null = the job's held-out reference answers (the prompts the
+    # writer of the calibration data complied with); a CSV/JSONL of prompt/response (or the authors'
+    # clean_prompt/clean_response) gives an answer to every held-out prompt it holds
+    prefill_path: str | None = None
+    # What the judges read: continuation | prefix_and_continuation ("prefix|||continuation", the paper's)
+    prefill_judged: str = "continuation"
     # Refusal ablation (Wei et al.): set difference of abs-SNIP scores on refusal vs benign data
     ablation_q: float = 1e-2
     ablation_p: float = 1e-2
@@ -165,6 +172,10 @@ class AttackConfig:
         for name in self.attacks:
             parse_attack(name)
         _positive("eval.attacks.prefill_tokens", self.prefill_tokens)
+        if self.prefill_judged not in ("continuation", "prefix_and_continuation"):
+            raise HarmcoreError(
+                f"eval.attacks.prefill_judged={self.prefill_judged}: use continuation or prefix_and_continuation"
+            )
         _positive("eval.attacks.lora_r", self.lora_r)
         _positive("eval.attacks.lora_epochs", self.lora_epochs)
         _positive("eval.attacks.lora_batch_size", self.lora_batch_size)

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harmcore.inputs import digest
-from harmcore.measure.config import LORA_DEFAULTS
+from harmcore.measure.config import LATER_DEFAULTS
 from harmcore.run.config import Config
 from harmcore.run.options import domain_config
 
@@ -76,6 +76,8 @@ def user_files(cfg: Config) -> dict[str, str]:
         named["eval.strongreject.template_path"] = e.strongreject.template_path
     if any("lora" in a for a in e.attacks.attacks):
         named["eval.attacks.lora_data_path"] = e.attacks.lora_data_path
+    if any("prefill" in a for a in e.attacks.attacks):
+        named["eval.attacks.prefill_path"] = e.attacks.prefill_path
     if e.endpoint.enabled:
         named.update({f"eval.endpoint.templates.{k}": v for k, v in e.endpoint.templates.items()})
     return {k: v for k, v in named.items() if v and Path(v).expanduser().exists()}
@@ -94,6 +96,8 @@ def missing_user_files(cfg: Config) -> list[tuple[str, str]]:
         need["eval.recognition.path"] = cfg.eval.recognition.path
     if any("lora" in a for a in cfg.eval.attacks.attacks):
         need["eval.attacks.lora_data_path"] = cfg.eval.attacks.lora_data_path
+    if any("prefill" in a for a in cfg.eval.attacks.attacks):
+        need["eval.attacks.prefill_path"] = cfg.eval.attacks.prefill_path
     if cfg.eval.endpoint.enabled:
         need.update({f"eval.endpoint.templates.{k}": v for k, v in cfg.eval.endpoint.templates.items()})
     if cfg.eval.utility.enabled:
@@ -127,7 +131,7 @@ def _settings(cfg: Config) -> dict:
         d["data"].pop("target")
     if d["eval"]["endpoint"]["rubric_parser"] == "strict":  # jobs from before the key keep their hash
         d["eval"]["endpoint"].pop("rubric_parser")
-    for key, default in LORA_DEFAULTS.items():  # jobs from before these keys keep their hash
+    for key, default in LATER_DEFAULTS.items():  # jobs from before these keys keep their hash
         if d["eval"]["attacks"][key] == default:
             d["eval"]["attacks"].pop(key)
     if not d["eval"]["recognition"]["enabled"]:  # jobs from before the recognition eval keep their hash
