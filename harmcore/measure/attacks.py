@@ -79,21 +79,34 @@ def union(a: Mask, b: Mask) -> Mask:
 
 
 def _ablation_mask(
-    ctx: Context, requests: Sequence[str], benign: Sequence[Example], own: Sequence[Example] = ()
-) -> Mask:
+    ctx: Context, requests: Sequence[str], benign: Sequence[Example], own: Sequence[Example] = (),
+    on: Mask | None = None, on_key: str = "dense",
+) -> Mask:  # fmt: skip
     """Refusal ablation (Wei et al.): the set difference of refusals to harmful requests against
     the benign calibration set. The refusals are the model's own (`own`: the calibration writer's
     refusals to its harmful calibration prompts, which scoring leaves out) on the prompts it
     refused; the harmful calibration requests it answered (raw, whatever data.target wraps them
-    in) borrow one of them, or harmcore's phrasings when it refused nothing."""
+    in) borrow one of them, or harmcore's phrasings when it refused nothing. With `on` (a mask, keyed
+    `on_key`), the scores are those of the model with that mask applied. eval.attacks.ablation_n
+    caps both sets."""
     a = ctx.cfg.eval.attacks
     own_by_prompt = {e.prompt: e.response for e in own}
     prompts = list(dict.fromkeys([*own_by_prompt, *requests]))
-    refusals = own_refusal_examples(prompts, own_by_prompt, seed=ctx.cfg.seed)
-    refusal_scores = ctx.scores(refusals, "snip", "scores_refusal")
-    benign_scores = ctx.scores(list(benign), "snip", "scores_ablation_preserve") if a.ablation_p > 0 else None
+    refusals = own_refusal_examples(prompts, own_by_prompt, seed=ctx.cfg.seed)[: a.ablation_n]
+    benign = list(benign)[: a.ablation_n]
+    handle = masking.apply(ctx.model, on) if on is not None else None
+    try:
+        key = on_key if on is not None else None
+        refusal_scores = ctx.scores(refusals, "snip", "scores_refusal", mask_key=key)
+        benign_scores = (
+            ctx.scores(benign, "snip", "scores_ablation_preserve", mask_key=key) if a.ablation_p > 0 else None
+        )
+    finally:
+        if handle is not None:
+            masking.restore(ctx.model, handle)
     mask = set_difference(refusal_scores, benign_scores, a.ablation_q, a.ablation_p)
-    mask.meta.update(kind="refusal_ablation", n_refusals=len(refusals), n_own_refusals=len(own_by_prompt))
+    mask.meta.update(kind="refusal_ablation", n_refusals=len(refusals), n_own_refusals=len(own_by_prompt),
+                     n_benign=len(benign), scored_on=on_key if on is not None else "dense")  # fmt: skip
     return mask
 
 
@@ -127,14 +140,19 @@ def run_attacks(ctx: Context, data, harm_mask: Mask, mask_key: str, refs: dict) 
             log.warning("attack %s skipped: no compliant harmful calibration pair to fine-tune on", name)
             out[name] = {"skipped": "no compliant harmful calibration pairs (every response was a refusal)"}
             continue
-        if "refusal_ablation" in parts and ablation is None:
-            ablation = _ablation_mask(ctx, data.calibration_requests, data.benign_calibration, data.own_refusals)
         out[name] = {}
         for variant, base in (("dense", None), ("pruned", harm_mask)):
             mask = base
-            if "refusal_ablation" in parts:
-                mask = union(base, ablation) if base is not None else ablation
             key = {"dense": "dense", "pruned": mask_key}[variant]
+            if "refusal_ablation" in parts:
+                on = base if a.ablation_on == "each" else None  # scored on the model the attack runs on
+                args = (ctx, data.calibration_requests, data.benign_calibration, data.own_refusals)
+                if on is not None:
+                    made = _ablation_mask(*args, on, key)
+                else:  # the dense model's: computed once for every attack that needs it
+                    ablation = ablation or _ablation_mask(*args)
+                    made = ablation
+                mask = union(base, made) if base is not None else made
             responses = _attack_generations(ctx, parts, requests, sampling, mask, key, data, f"{name}_{variant}")
             if "prefill" in parts:
                 responses = judged_texts(requests, responses, a.prefill_judged)
@@ -146,7 +164,8 @@ def run_attacks(ctx: Context, data, harm_mask: Mask, mask_key: str, refs: dict) 
             if mask is not None:
                 out[name][variant]["n_pruned"] = mask.n_pruned
             if "refusal_ablation" in parts:
-                out[name][variant]["n_own_refusals"] = ablation.meta["n_own_refusals"]
+                out[name][variant].update({k: made.meta[k] for k in ("n_own_refusals", "n_refusals", "n_benign",
+                                                                     "scored_on")})  # fmt: skip
     return out
 
 

@@ -131,7 +131,8 @@ class UtilityConfig:
 # Keys of eval.attacks added later: at these values, settings hashes and cached attack answers of
 # earlier runs stay as they were.
 LATER_DEFAULTS = {"lora_schedule": "constant", "lora_warmup_ratio": 0.0, "lora_weight_decay": 0.0,
-                  "lora_data_path": None, "prefill_path": None, "prefill_judged": "continuation"}  # fmt: skip
+                  "lora_data_path": None, "prefill_path": None, "prefill_judged": "continuation",
+                  "ablation_on": "dense", "ablation_n": None}  # fmt: skip
 PREFILL_SEPARATOR = "|||"  # between prefix and continuation in the judged text (the authors' separator)
 
 
@@ -151,6 +152,10 @@ class AttackConfig:
     # Refusal ablation (Wei et al.): set difference of abs-SNIP scores on refusal vs benign data
     ablation_q: float = 1e-2
     ablation_p: float = 1e-2
+    # The model the refusal scores are taken on: dense (one ablation mask for both variants) | each (the
+    # model the attack runs on: the pruned model for the pruned variant, as the paper)
+    ablation_on: str = "dense"
+    ablation_n: int | None = None  # refusal and benign examples scored (paper: 128 each); null = all there are
     # Harmful LoRA fine-tuning (paper: r 128, alpha 16, lr 2e-4, 5 epochs, batch 5)
     lora_r: int = 128
     lora_alpha: int = 16
@@ -172,6 +177,10 @@ class AttackConfig:
         for name in self.attacks:
             parse_attack(name)
         _positive("eval.attacks.prefill_tokens", self.prefill_tokens)
+        if self.ablation_on not in ("dense", "each"):
+            raise HarmcoreError(f"eval.attacks.ablation_on={self.ablation_on}: use dense or each")
+        if self.ablation_n is not None:
+            _positive("eval.attacks.ablation_n", self.ablation_n)
         if self.prefill_judged not in ("continuation", "prefix_and_continuation"):
             raise HarmcoreError(
                 f"eval.attacks.prefill_judged={self.prefill_judged}: use continuation or prefix_and_continuation"

@@ -57,7 +57,9 @@ class Context:
     cfg: object  # harmcore.run.config.Config
     weights: dict  # model id + dense fingerprint: the cache identity of the loaded weights
     cache: Callable  # cache(kind, meta, compute, stage, expect) -> JSON value (the job's Stages.cached)
-    scores: Callable  # scores(examples, method, stage) -> score tensors (the job's cached scores)
+    # scores(examples, method, stage, mask_key=None) -> score tensors (the job's cached scores; with
+    # mask_key, of the model as it is now, that mask applied)
+    scores: Callable
     cache_dir: Path
     fmt: FormatSpec
     # What the process keeps between jobs (the session's): the loaded StrongREJECT judge, template digests

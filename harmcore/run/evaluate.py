@@ -84,7 +84,9 @@ def suite_context(ctx: JobContext, lm: LoadedModel) -> suite.Context:
         cfg=ctx.cfg,
         weights=lm.identity(),
         cache=ctx.stages.cached,
-        scores=lambda examples, method, stage: scores_cached(ctx, lm, examples, method, stage),
+        scores=lambda examples, method, stage, mask_key=None: scores_cached(
+            ctx, lm, examples, method, stage, mask_key=mask_key
+        ),
         cache_dir=ctx.cache_dir,
         fmt=ctx.fmt,
         store=ctx.session.measure,

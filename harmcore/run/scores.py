@@ -40,11 +40,14 @@ def score_slots(cfg: Config) -> int:
     return MAX_SCORE_SETS + len(cfg.intersect_domains or [])
 
 
-def score_meta(ctx: JobContext, lm: LoadedModel, examples, method: str) -> dict:
-    """What defines a score set: its file name is the hash of this, and the file holds it."""
+def score_meta(ctx: JobContext, lm: LoadedModel, examples, method: str, mask_key: str | None = None) -> dict:
+    """What defines a score set: its file name is the hash of this, and the file holds it. `mask_key`:
+    the scores were taken on the model with that mask applied (not the dense weights)."""
     scorer = scoring.get(method)
     data_free = not scorer.needs_data
+    masked = {"mask": mask_key} if mask_key and mask_key != "dense" else {}
     return {
+        **masked,
         "method": method,
         "formula": scorer.formula,
         "sign": SIGN_CONVENTION,
@@ -59,10 +62,14 @@ def score_meta(ctx: JobContext, lm: LoadedModel, examples, method: str) -> dict:
     }
 
 
-def scores_cached(ctx: JobContext, lm: LoadedModel, examples, method: str, stage: str, keep: int = MAX_SCORE_SETS):
+def scores_cached(
+    ctx: JobContext, lm: LoadedModel, examples, method: str, stage: str, keep: int = MAX_SCORE_SETS,
+    mask_key: str | None = None,
+):  # fmt: skip
     """Scores of `method` on `examples`, from the session, from the cache, or computed and cached;
-    the last `keep` sets used stay in the session."""
-    meta = score_meta(ctx, lm, examples, method)
+    the last `keep` sets used stay in the session. With `mask_key`, the caller has applied that mask
+    to the model: the scores are the masked model's and are cached under it."""
+    meta = score_meta(ctx, lm, examples, method, mask_key)
     path = score_path(ctx.cache_dir, meta)
     start = time.perf_counter()
     held = ctx.session.scores

@@ -205,7 +205,11 @@ def test_non_harm_targets_keep_the_raw_requests_and_compliant_pairs_for_the_atta
     seen = {}
     monkeypatch.setattr(attacks, "set_difference", lambda *a: SimpleNamespace(meta={}))
     cfg = Config(model=ModelConfig(name="tiny_random", builder="tiny_random"))
-    ctx = SimpleNamespace(cfg=cfg, scores=lambda examples, method, stage: seen.setdefault(stage, examples) and {})
+
+    def scores(examples, method, stage, mask_key=None):
+        return seen.setdefault(stage, examples)
+
+    ctx = SimpleNamespace(cfg=cfg, scores=scores)
     own = detection.own_refusals
     attacks._ablation_mask(ctx, detection.calibration_requests, detection.benign_calibration, own)
     refused = [e.prompt for e in own]  # the model's own refusals first, then the raw requests it answered
