@@ -162,7 +162,9 @@ class AttackConfig:
     lora_lr: float = 2e-4
     lora_epochs: int = 5
     lora_batch_size: int = 5
-    lora_reapply_mask: bool = True  # prune the merged model again with the harm mask
+    # Prune the merged model again with the harm mask? Off (as the paper): the attack tests whether
+    # fine-tuning regrows what pruning removed, which re-masking would hide; on: a stricter variant
+    lora_reapply_mask: bool = False
     lora_seed: int = 0
     # The learning-rate schedule (harmcore.training.lora): constant | linear (paper: linear, warmup
     # ratio 0.05, AdamW weight decay 0.01, as their SFTTrainer config)
