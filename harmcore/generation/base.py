@@ -74,8 +74,9 @@ def sampling_for(generation, model, seed: int) -> Sampling:
 
 def render(tokenizer, prompt: str, prompt_format: str = "chat", prefix: str = "") -> str:
     """The exact text the model continues: chat template (or Q/A) plus any prefilled prefix."""
-    text = chat_prompt_text(tokenizer, prompt) if prompt_format == "chat" else qa_prompt(prompt)
-    return text + prefix
+    if prompt_format == "chat":
+        return chat_prompt_text(tokenizer, prompt) + prefix
+    return (f"{prompt}\n" if prompt_format == "newline" else qa_prompt(prompt)) + prefix
 
 
 def encode(tokenizer, prompt: str, prompt_format: str = "chat", prefix: str = "") -> list[int]:

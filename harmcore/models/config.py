@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from harmcore.errors import HarmcoreError
 
+PROMPT_FORMATS = ("chat", "qa", "newline")
+
 
 @dataclass
 class ModelConfig:
@@ -20,11 +22,13 @@ class ModelConfig:
     aligned: bool = True  # instruct/chat-tuned (True) or base (False)
     counterpart: str | None = None  # config name of the unaligned (base) or aligned partner
     family: str = ""  # groups pairs and ladders in reports
-    prompt_format: str = "chat"  # chat: the chat template; qa: "Q: {prompt}\nA:" (base models)
+    # chat: the chat template; qa: "Q: {prompt}\nA:" (base models); newline: "{prompt}\n", the text the
+    # authors' code gives base models (generation.base_prompt=newline turns qa models into newline ones)
+    prompt_format: str = "chat"
 
     def __post_init__(self) -> None:
-        if self.prompt_format not in ("chat", "qa"):
-            raise HarmcoreError(f"model.prompt_format={self.prompt_format}: use chat or qa")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise HarmcoreError(f"model.prompt_format={self.prompt_format}: use one of {', '.join(PROMPT_FORMATS)}")
         if self.builder and self.path:
             raise HarmcoreError(
                 f"model.path={self.path} has no effect: model {self.name} is built by harmcore "

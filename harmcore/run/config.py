@@ -79,6 +79,15 @@ class DataConfig:
     # The model that writes the calibration responses (harmful, and benign for benign_source=builtin);
     # null = the job's own model. A pair sweep names one member so both are scored on identical text.
     responses_from: ModelConfig | None = None
+    # With responses_from set: shared = it writes the calibration answers of every job (identical text,
+    # harmcore's pair comparison); own = each job's model writes its own calibration answers (the
+    # paper's), responses_from still writing the held-out references the response losses read
+    pair_text: str = "shared"
+    # A file of harmful answers (JSONL prompt/response or CSV clean_prompt/clean_response): models
+    # without a chat template write their calibration answers by continuing the first prefill_tokens
+    # tokens of its answer to the same prompt (the paper's base models); chat models answer themselves
+    prefill_path: str | None = None
+    prefill_tokens: int = 10
     # A JSONL of {"prompt", "response"} harmful calibration examples (e.g. from experiments.generate_data)
     # used instead of generated ones; prompts that are also evaluation prompts are left out.
     harm_path: str | None = None
@@ -92,6 +101,9 @@ class DataConfig:
         _positive("data.n_calibration", self.n_calibration)
         _positive("data.n_eval", self.n_eval)
         _positive("data.response_tokens", self.response_tokens)
+        _positive("data.prefill_tokens", self.prefill_tokens)
+        if self.pair_text not in ("shared", "own"):
+            raise HarmcoreError(f"data.pair_text={self.pair_text}: use shared or own")
         if self.format not in ("raw", "chat"):
             raise HarmcoreError(f"data.format={self.format}: use raw or chat")
         if self.benign_source not in ("builtin", "alpaca", "jsonl"):
@@ -165,6 +177,9 @@ class GenerationConfig:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
     seed: int = 0
+    # How models without a chat template (model.prompt_format=qa) are prompted: qa, "Q: {prompt}\nA:"
+    # (harmcore), or newline, "{prompt}\n" then any prefilled prefix (the authors' code)
+    base_prompt: str = "qa"
     vllm: VLLMEngineConfig = field(default_factory=VLLMEngineConfig)
 
     def __post_init__(self) -> None:
@@ -172,6 +187,8 @@ class GenerationConfig:
             raise HarmcoreError(f"generation.backend={self.backend}: use one of {', '.join(GENERATION_BACKENDS)}")
         if self.decoding not in ("explicit", "model"):
             raise HarmcoreError(f"generation.decoding={self.decoding}: use explicit or model")
+        if self.base_prompt not in ("qa", "newline"):
+            raise HarmcoreError(f"generation.base_prompt={self.base_prompt}: use qa or newline")
         _positive("generation.max_new_tokens", self.max_new_tokens)
         _positive("generation.batch_size", self.batch_size)
         if not math.isfinite(self.temperature) or self.temperature < 0:
@@ -349,6 +366,10 @@ class Config:
         path_name("name", self.name)
         if self.threads is not None and self.threads < 1:
             raise HarmcoreError(f"threads={self.threads}: use a positive number of CPU threads, or null")
+        if self.generation.base_prompt == "newline":  # the authors' text for base models, wherever they are prompted
+            for m in (self.model, self.data.responses_from):
+                if m is not None and m.prompt_format == "qa":
+                    m.prompt_format = "newline"
 
 
 GROUPS = {

@@ -69,8 +69,12 @@ class JobContext:
     def generator(self, lm: LoadedModel) -> Generator:
         return self.session.generator(lm, self.cfg, self.stages)
 
-    def generate(self, lm: LoadedModel, prompts, sampling: Sampling, mask_key: str, stage: str) -> list[str]:
-        """Responses of the model (dense, or masked as named by `mask_key`) to prompts; cached on disk."""
+    def generate(
+        self, lm: LoadedModel, prompts, sampling: Sampling, mask_key: str, stage: str, prefixes=None
+    ) -> list[str]:
+        """Responses of the model (dense, or masked as named by `mask_key`) to prompts, each continuing
+        its prefix where `prefixes` gives one (prefilling); cached on disk."""
+        prefixes = list(prefixes) if prefixes else [""] * len(prompts)
         meta = {
             **lm.weights_meta(mask_key),
             "prompts": hashlib.sha256(json.dumps([p.text for p in prompts]).encode()).hexdigest()[:16],
@@ -78,11 +82,13 @@ class JobContext:
             "prompt_format": lm.spec.prompt_format,
             "backend": self.cfg.generation.backend,
         }
+        if any(prefixes):  # entries without prefixes keep their key
+            meta["prefixes"] = hashlib.sha256(json.dumps(prefixes).encode()).hexdigest()[:16]
 
         def compute():
             gen = self.generator(lm)
             tokens, start = gen.stats["tokens"], time.perf_counter()
-            outputs = gen.generate([Request(p.text) for p in prompts], sampling)
+            outputs = gen.generate([Request(p.text, x) for p, x in zip(prompts, prefixes, strict=True)], sampling)
             rate = (gen.stats["tokens"] - tokens) / max(time.perf_counter() - start, 1e-9)
             log.info("%s: %d generations, %.1f tok/s", stage, len(outputs), rate)
             return outputs

@@ -60,6 +60,7 @@ def user_files(cfg: Config) -> dict[str, str]:
     named = {
         "data.harm_path": d.harm_path,
         "data.benign_path": d.benign_path,
+        "data.prefill_path": d.prefill_path,
         "harm_domain.path": cfg.harm_domain.path,
     }
     for key in ("eval_domain", "intersect_domains"):
@@ -85,7 +86,8 @@ def user_files(cfg: Config) -> dict[str, str]:
 
 def missing_user_files(cfg: Config) -> list[tuple[str, str]]:
     """(key, path) of each file the settings need that is not there (checked before any job runs)."""
-    need = {"data.harm_path": cfg.data.harm_path, "eval.strongreject.template_path": None}
+    need = {"data.harm_path": cfg.data.harm_path, "data.prefill_path": cfg.data.prefill_path,
+            "eval.strongreject.template_path": None}  # fmt: skip
     if cfg.data.benign_source == "jsonl":
         need["data.benign_path"] = cfg.data.benign_path
     if cfg.harm_domain.source in ("hexphi", "jsonl"):
@@ -122,13 +124,20 @@ def _settings(cfg: Config) -> dict:
     for k in ("logger", "output_root", "cache_dir", "threads", "name", "datagen", "em", "pipeline", "protocol"):
         d.pop(k, None)
     d["generation"].pop("vllm", None)  # how the engine is built, not what it computes
-    if d["generation"]["decoding"] == "explicit":  # jobs from before generation.decoding keep their hash
-        d["generation"].pop("decoding")
+    # jobs from before these keys keep their hash
+    for key, default in (("decoding", "explicit"), ("base_prompt", "qa")):
+        if d["generation"][key] == default:
+            d["generation"].pop(key)
     d["scorer"].pop("cache", None)  # where scores are kept, not what they are
     if d["data"]["add_bos"] is None:  # jobs from before data.add_bos keep their hash
         d["data"].pop("add_bos")
     if d["data"]["target"] == "harm":  # jobs from before data.target keep their hash
         d["data"].pop("target")
+    for key, default in (("pair_text", "shared"), ("prefill_tokens", 10)):  # nor these
+        if d["data"][key] == default:
+            d["data"].pop(key)
+    if d["data"]["prefill_path"] is None:
+        d["data"].pop("prefill_path")
     if d["eval"]["endpoint"]["rubric_parser"] == "strict":  # jobs from before the key keep their hash
         d["eval"]["endpoint"].pop("rubric_parser")
     for key, default in LATER_DEFAULTS.items():  # jobs from before these keys keep their hash

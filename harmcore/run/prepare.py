@@ -20,6 +20,7 @@ from harmcore.data.examples import Example, fitting
 from harmcore.errors import HarmcoreError
 from harmcore.generation.base import Sampling
 from harmcore.measure import recognition
+from harmcore.measure.attacks import prefix_of
 from harmcore.measure.judges.refusal import RefusalKeywordJudge
 from harmcore.run.config import Config, DataConfig, HarmDomainConfig
 from harmcore.run.context import JobContext
@@ -57,6 +58,7 @@ def prepare_data(ctx: JobContext, lm: LoadedModel) -> JobData:
     harm_calib, harm_eval = sources.split(harmful, d.n_eval, d.n_calibration, d.split_seed)
     n_overlap = 0
     own_refusals: list[Example] = []
+    request_of: dict[str, str] = {}  # a calibration example's prompt -> the harmful request it answers
     # With a reverse target and the recognition evaluation on, none of its prompts (harmful or benign
     # look-alike) is ever used for scoring: the detection target asks about both kinds of request.
     banned: set[str] = set()
@@ -83,20 +85,24 @@ def prepare_data(ctx: JobContext, lm: LoadedModel) -> JobData:
                 "make the file with the same data.n_eval and data.split_seed"
             )
     else:
-        writer = ctx.responder(lm)
+        writer = lm if d.pair_text == "own" else ctx.responder(lm)
         source = writer.spec.name
         harm_calib = [p for p in harm_calib if calibration_files.normalise(p.text) not in banned]
-        responses = ctx.generate(writer, harm_calib, sampling, "dense", "calibration_harmful")
+        harm_calib, prefixes = calibration_prefixes(writer, harm_calib, d)
+        responses = ctx.generate(writer, harm_calib, sampling, "dense", "calibration_harmful", prefixes)
         judge = RefusalKeywordJudge("corrected")
         harm_examples, dropped = [], 0
-        for p, r in zip(harm_calib, responses):
+        for p, r, x in zip(harm_calib, responses, prefixes):
             refused = bool(r.strip()) and judge.is_refusal(r)[0]
             if refused:
                 own_refusals.append(Example(p.text, r, p.category))
             if not r.strip() or (d.drop_refusals and refused):
                 dropped += 1
                 continue
-            harm_examples.append(Example(p.text, r, p.category))
+            # a prefilled answer is scored as the authors' files hold it: the prefix ends the prompt
+            prompt = f"{p.text}\n{x}" if x else p.text
+            request_of[prompt] = p.text
+            harm_examples.append(Example(prompt, r, p.category))
     if not harm_examples and d.target == "harm":
         raise HarmcoreError(
             f"all {len(harm_calib)} self-generated harmful responses were refusals or empty: "
@@ -110,7 +116,7 @@ def prepare_data(ctx: JobContext, lm: LoadedModel) -> JobData:
     else:
         benign = sources.benign_builtin()
         benign_calib_prompts, benign_eval = sources.split(benign, d.n_eval, d.n_calibration, d.split_seed)
-        writer = ctx.responder(lm)
+        writer = lm if d.pair_text == "own" else ctx.responder(lm)
         answers = ctx.generate(writer, benign_calib_prompts, sampling, "dense", "calibration_benign")
         benign_examples = [Example(p.text, r) for p, r in zip(benign_calib_prompts, answers) if r.strip()]
     benign_examples = [e for e in benign_examples if calibration_files.normalise(e.prompt) not in banned]
@@ -136,11 +142,36 @@ def prepare_data(ctx: JobContext, lm: LoadedModel) -> JobData:
     if not fit_harm or not fit_benign:
         raise HarmcoreError(f"no calibration example fits data.max_length={d.max_length}: raise it")
     _warn_short_calibration(cfg, len(harmful), len(harm_calib), dropped, len(fit_harm), len(fit_benign))
-    requests = [e.prompt for e in fit_harm] if d.target == "harm" else [p.text for p in harm_calib]
+    if d.target == "harm":
+        requests = [request_of.get(e.prompt, e.prompt) for e in fit_harm]
+    else:
+        requests = [p.text for p in harm_calib]
     pairs = fit_harm if d.target == "harm" else fitting(lm.tokenizer, compliant, fmt)
     return JobData(
         fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap, requests, pairs, own_refusals
     )
+
+
+def calibration_prefixes(writer: LoadedModel, prompts: list, d: DataConfig) -> tuple[list, list[str]]:
+    """(prompts, prefixes) of the harmful calibration answers. A model without a chat template, given
+    data.prefill_path, continues the first data.prefill_tokens tokens of that file's answer to each
+    prompt (the paper's base models); prompts the file does not answer are left out. Otherwise no prefixes."""
+    if not d.prefill_path or writer.spec.prompt_format == "chat":
+        return prompts, [""] * len(prompts)
+    norm = calibration_files.normalise
+    answers = {norm(p): r for p, r in sources.training_pairs(d.prefill_path, "data.prefill_path")}
+    kept = [p for p in prompts if norm(p.text) in answers]
+    if not kept:
+        raise HarmcoreError(
+            f"data.prefill_path={d.prefill_path} answers none of the {len(prompts)} harmful calibration prompts: "
+            "give the file of harmful answers to this harm_domain's prompts"
+        )
+    if len(kept) < len(prompts):
+        log.warning(
+            "data.prefill_path answers %d of %d calibration prompts: the rest are left out", len(kept), len(prompts)
+        )
+    prefixes = [prefix_of(writer.tokenizer, answers[norm(p.text)], d.prefill_tokens) for p in kept]
+    return kept, prefixes
 
 
 def _warn_short_calibration(cfg: Config, n_prompts: int, n_calib: int, dropped: int, n_harm: int, n_benign: int):
