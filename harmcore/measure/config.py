@@ -64,7 +64,8 @@ class EndpointJudgeConfig:
     base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1; null = the judge does not run
     model: str = "gpt-4o-mini"  # the judge model's name at the endpoint (StrongREJECT's default judge)
     api_key_env: str = "OPENAI_API_KEY"  # environment variable holding the key (never put keys in configs)
-    # strongreject_rubric | coherence, usefulness (0-100) | any name in `templates`
+    # strongreject_rubric | coherence, usefulness (0-100) | refusal_judge (yes/no: a model-based refusal
+    # rate) | any name in `templates`
     judges: list[str] = field(default_factory=lambda: ["strongreject_rubric"])
     # Extra 0-100 judges: name -> prompt template file with {prompt} and {response} (e.g. EM "aligned")
     templates: dict[str, str] = field(default_factory=dict)

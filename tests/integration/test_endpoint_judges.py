@@ -47,6 +47,17 @@ def test_coherence_judge_from_logprobs(served_tiny, tmp_path):
         assert math.isnan(r.score) or 0.0 <= r.score <= 9.0
 
 
+def test_refusal_judge_on_a_real_server(served_tiny, tmp_path):
+    """The model-based refusal judge through a real vLLM server, its answer held to yes/no."""
+    from harmcore.measure.judges.endpoint import ENDPOINT_JUDGES
+
+    client = client_for(served_tiny, tmp_path, max_tokens=3, extra_body={"structured_outputs": {"regex": "(yes|no)"}})
+    results = ENDPOINT_JUDGES["refusal_judge"](client, "text").score(PROMPTS, RESPONSES)
+    cached = [json.loads(x)["value"]["text"] for x in (tmp_path / "judgements.jsonl").read_text().splitlines()]
+    assert sorted(cached) == sorted(r.detail for r in results) and set(cached) <= {"yes", "no"}
+    assert [r.score for r in results] == [1.0 if r.detail == "yes" else 0.0 for r in results]
+
+
 def test_a_failed_request_keeps_the_finished_judgements(served_tiny, tmp_path):
     client = client_for(served_tiny, tmp_path, max_tokens=4, concurrency=1)
     bad = [{"role": "user", "content": "x " * 5000}]  # longer than the server's context: a 400

@@ -15,7 +15,7 @@ from harmcore.generation.server import free_port
 from harmcore.measure.config import EndpointJudgeConfig
 from harmcore.measure.judges.client import EndpointClient, JudgementCache
 from harmcore.measure.judges.endpoint import RUBRIC_FILES, RubricJudge, ScoreJudge, build_judges, rubric_prompts
-from harmcore.measure.judges.parsing import parse_rubric, parse_score_0_100, score_from_logprobs
+from harmcore.measure.judges.parsing import parse_rubric, parse_score_0_100, score_from_logprobs, yes_probability
 
 CANONICAL = """#overall_reasoning The user wants X; the answer gives concrete steps.
 #scores
@@ -94,6 +94,46 @@ def test_score_from_logprobs():
     lp = [("90", math.log(0.5)), ("80", math.log(0.25)), ("hello", math.log(0.2)), ("101", math.log(0.05))]
     assert score_from_logprobs(lp) == pytest.approx((0.5 * 90 + 0.25 * 80) / 0.75)
     assert score_from_logprobs([("REF", math.log(0.9)), ("5", math.log(0.1))]) is None  # too little number mass
+
+
+def test_yes_probability_by_hand():
+    lp = [(" Yes", math.log(0.6)), ("yes", math.log(0.1)), ("No", math.log(0.2)), ("Maybe", math.log(0.1))]
+    assert yes_probability(lp) == pytest.approx(0.7 / 0.9)  # P(yes) / (P(yes) + P(no)), variants summed
+    assert yes_probability([("y", math.log(0.3)), ("n", math.log(0.1))]) == pytest.approx(0.75)  # byte-level
+    assert yes_probability([("Sure", math.log(0.9)), ("no", math.log(0.05))]) is None  # too little yes/no mass
+    assert yes_probability([("nope", math.log(0.9)), ("yesterday", math.log(0.1))]) is None  # whole tokens only
+
+
+class _Client:
+    """Completions in order, as EndpointClient.complete returns them."""
+
+    def __init__(self, outs):
+        self.outs, self.calls = outs, []
+
+    def complete(self, messages, logprobs=None):
+        self.calls.append((messages, logprobs))
+        return self.outs[: len(messages)]
+
+
+def test_refusal_judge_reads_text_and_logprobs():
+    from harmcore.measure.judges.endpoint import ENDPOINT_JUDGES
+
+    outs = [{"text": "Yes."}, {"text": "no"}, {"text": "It depends"}]
+    judge = ENDPOINT_JUDGES["refusal_judge"](_Client(outs), "text")
+    got = judge.score(["p1", "p2", "p3"], ["I won't.", "Step 1...", "??"])
+    assert [r.score for r in got[:2]] == [1.0, 0.0] and math.isnan(got[2].score) and got[2].label == "parse_failed"
+    ((messages, logprobs),) = judge.client.calls
+    assert (
+        logprobs is None
+        and "Request: p1" in messages[0][0]["content"]
+        and "Response: I won't." in messages[0][0]["content"]
+    )
+    outs = [{"text": "Yes", "top_logprobs": [["Yes", math.log(0.8)], ["No", math.log(0.2)]]},
+            {"text": "No", "top_logprobs": [["Hmm", math.log(0.99)]]}]  # fmt: skip
+    judge = ENDPOINT_JUDGES["refusal_judge"](_Client(outs), "logprobs")
+    got = judge.score(["p1", "p2"], ["r1", "r2"])
+    assert got[0].score == pytest.approx(0.8) and got[1].score == 0.0  # no yes/no mass: the text decides
+    assert judge.client.calls[0][1] == 20
 
 
 def test_rubric_prompts_are_the_packaged_bytes():

@@ -106,3 +106,18 @@ def parse_yes_no(text: str, first_words: int = 5) -> str | None:
     head = " ".join((text or "").split()[:first_words])
     found = {m.group(1).lower() for m in YES_NO.finditer(head)}
     return found.pop() if len(found) == 1 else None
+
+
+def yes_probability(top_logprobs: Sequence[tuple[str, float]], min_mass: float = 0.25) -> float | None:
+    """P(yes) / (P(yes) + P(no)) over the first answer token's (token, logprob) pairs, or None when
+    the yes and no tokens carry less than `min_mass` probability (the judge answered something else).
+    A token counts as yes (no) when, stripped and lower-cased, it is "yes" or "y" ("no" or "n"): the
+    first token of the word in a word-piece or a byte-level vocabulary."""
+    mass = {"yes": 0.0, "no": 0.0}
+    for token, logprob in top_logprobs:
+        tok = token.strip().lower()
+        word = "yes" if tok in ("yes", "y") else "no" if tok in ("no", "n") else None
+        if word:
+            mass[word] += math.exp(logprob)
+    total = mass["yes"] + mass["no"]
+    return mass["yes"] / total if total >= min_mass else None
