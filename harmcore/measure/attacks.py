@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import torch
 
@@ -91,8 +91,13 @@ def _ablation_mask(
     caps both sets."""
     a = ctx.cfg.eval.attacks
     own_by_prompt = {e.prompt: e.response for e in own}
-    prompts = list(dict.fromkeys([*own_by_prompt, *requests]))
-    refusals = own_refusal_examples(prompts, own_by_prompt, seed=ctx.cfg.seed)[: a.ablation_n]
+    if a.ablation_data_path:  # refusals from a file (the authors': an aligned model's, on AdvBench)
+        own_by_prompt = {}
+        refusals = [Example(p, r) for p, r in training_pairs(a.ablation_data_path, "eval.attacks.ablation_data_path")]
+    else:
+        prompts = list(dict.fromkeys([*own_by_prompt, *requests]))
+        refusals = own_refusal_examples(prompts, own_by_prompt, seed=ctx.cfg.seed)
+    refusals = refusals[: a.ablation_n]
     benign = list(benign)[: a.ablation_n]
     handle = masking.apply(ctx.model, on) if on is not None else None
     try:
@@ -198,8 +203,9 @@ def _attack_generations(ctx, parts, requests, sampling, mask, mask_key, data, st
         handle = masking.apply(model, mask) if mask is not None else None
         try:
             if "lora" in parts:  # fine-tune the (pruned) model: a merged copy
+                fmt = replace(ctx.fmt, kind="chat") if a.lora_format == "chat" else ctx.fmt
                 model, history = lora_finetune(
-                    model, ctx.tokenizer, _lora_pairs(a, data), ctx.fmt, r=a.lora_r, alpha=a.lora_alpha,
+                    model, ctx.tokenizer, _lora_pairs(a, data), fmt, r=a.lora_r, alpha=a.lora_alpha,
                     lr=a.lora_lr, epochs=a.lora_epochs, batch_size=a.lora_batch_size, seed=a.lora_seed,
                     schedule=a.lora_schedule, warmup_ratio=a.lora_warmup_ratio, weight_decay=a.lora_weight_decay,
                 )  # fmt: skip

@@ -106,6 +106,8 @@ class UtilityConfig:
     seqlen: int = 512  # window length in tokens (paper-style evals use the model's context, e.g. 2048)
     stride: int | None = None  # tokens between window starts; null = seqlen (non-overlapping)
     max_tokens: int | None = 16384  # evaluate at most this many corpus tokens; null = all
+    # The last window, shorter than seqlen: score (harmcore) | drop (the authors' eval_ppl: whole windows only)
+    perplexity_tail: str = "score"
     # lm-evaluation-harness zero-shot tasks (e.g. boolq, rte, hellaswag, winogrande, arc_challenge, openbookqa)
     lm_eval_tasks: list[str] = field(default_factory=list)
     lm_eval_include_path: str | None = None  # a folder of extra task YAMLs (e.g. offline local tasks)
@@ -116,6 +118,10 @@ class UtilityConfig:
     qa_source: str | None = None
     qa_limit: int = 1000  # the paper's TriviaQA size
     qa_max_new_tokens: int = 32
+    # harmcore: greedy, QA_TEMPLATE, whole-word alias match | paper: the authors' TriviaQA (shuffled with
+    # random.Random(42), the bare question, sampled as the model's generation_config says, 100 new tokens
+    # for chat models and 50 for base ones prompted "Q: {question}\nA:", their first line, alias substring)
+    qa_protocol: str = "harmcore"
     # Endpoint judges (eval.endpoint; needs its base_url) of the model's answers to the held-out
     # benign instructions (Alpaca-cleaned or built-in): usefulness, coherence (0-100), or a name in
     # eval.endpoint.templates. Answers: greedy, generation.max_new_tokens, cached per mask.
@@ -123,17 +129,22 @@ class UtilityConfig:
 
     def __post_init__(self) -> None:
         _positive("eval.utility.seqlen", self.seqlen)
+        if self.perplexity_tail not in ("score", "drop"):
+            raise HarmcoreError(f"eval.utility.perplexity_tail={self.perplexity_tail}: use score or drop")
         if self.stride is not None:
             _positive("eval.utility.stride", self.stride)
         _positive("eval.utility.lm_eval_batch_size", self.lm_eval_batch_size)
         _positive("eval.utility.qa_limit", self.qa_limit)
+        if self.qa_protocol not in ("harmcore", "paper"):
+            raise HarmcoreError(f"eval.utility.qa_protocol={self.qa_protocol}: use harmcore or paper")
 
 
 # Keys of eval.attacks added later: at these values, settings hashes and cached attack answers of
 # earlier runs stay as they were.
 LATER_DEFAULTS = {"lora_schedule": "constant", "lora_warmup_ratio": 0.0, "lora_weight_decay": 0.0,
                   "lora_data_path": None, "prefill_path": None, "prefill_judged": "continuation",
-                  "ablation_on": "dense", "ablation_n": None}  # fmt: skip
+                  "ablation_on": "dense", "ablation_n": None, "ablation_data_path": None,
+                  "lora_format": "data"}  # fmt: skip
 PREFILL_SEPARATOR = "|||"  # between prefix and continuation in the judged text (the authors' separator)
 
 
@@ -157,6 +168,9 @@ class AttackConfig:
     # model the attack runs on: the pruned model for the pruned variant, as the paper)
     ablation_on: str = "dense"
     ablation_n: int | None = None  # refusal and benign examples scored (paper: 128 each); null = all there are
+    # The refusal examples: null = the model's own refusals to its harmful calibration prompts; a CSV/JSONL
+    # of prompt/response refusals (the authors': AdvBench prompts with an aligned model's refusals)
+    ablation_data_path: str | None = None
     # Harmful LoRA fine-tuning (paper: r 128, alpha 16, lr 2e-4, 5 epochs, batch 5)
     lora_r: int = 128
     lora_alpha: int = 16
@@ -175,6 +189,9 @@ class AttackConfig:
     # Training pairs: null = the job's compliant calibration pairs; or a CSV/JSONL of prompt/response
     # rows (also the authors' red-teaming CSV: text, rejected_response, and harmful = 1 rows only)
     lora_data_path: str | None = None
+    # How the pairs are written for training: data (the job's data.format) | chat (the model's chat
+    # template, loss on the answer only: the paper's SFTTrainer prompt/completion messages)
+    lora_format: str = "data"
 
     def __post_init__(self) -> None:
         for name in self.attacks:
@@ -192,6 +209,8 @@ class AttackConfig:
         _positive("eval.attacks.lora_epochs", self.lora_epochs)
         _positive("eval.attacks.lora_batch_size", self.lora_batch_size)
         _positive("eval.attacks.lora_lr", self.lora_lr)
+        if self.lora_format not in ("data", "chat"):
+            raise HarmcoreError(f"eval.attacks.lora_format={self.lora_format}: use data or chat")
         if self.lora_schedule not in ("constant", "linear"):
             raise HarmcoreError(f"eval.attacks.lora_schedule={self.lora_schedule}: use constant or linear")
         if not 0.0 <= self.lora_warmup_ratio < 1.0:

@@ -9,6 +9,9 @@ are cached like the job's other stages, so a rerun repeats nothing finished.
 
 metrics.json keys added (per dense `baseline` and pruned model):
   strongreject[_ci]            mean StrongREJECT classifier score in [0, 1]
+  harmfulness[_ci]             the same: the paper's harmfulness, only where the classifier ran
+                               (keyword compliance is `compliance`, never `harmfulness`)
+  headline                     {"harm": "harmfulness" | "compliance", "refusal": "refusal_rate[_wei]"}
   <endpoint judge>[_ci]        mean rubric score in [0, 1] / 0-100 score; NaN judgements are
   <endpoint judge>_parse_failed  left out of the mean and counted here
   utility                      {"perplexity", "perplexity_tokens", "lm_eval": {task: {acc,...}}, "qa_accuracy",
@@ -29,12 +32,12 @@ from pathlib import Path
 
 from harmcore.cache_entries import one_per, with_keys
 from harmcore.data.examples import FormatSpec
-from harmcore.generation.base import Request, Sampling
+from harmcore.generation.base import Request, Sampling, model_decoding
 from harmcore.generation.hf import HFGenerator
 from harmcore.measure import recognition, utility
 from harmcore.measure.judges.client import client_from
 from harmcore.measure.judges.endpoint import build_judges
-from harmcore.measure.judges.refusal import RefusalKeywordJudge
+from harmcore.measure.judges.refusal import MODES, RefusalKeywordJudge
 from harmcore.measure.judges.strongreject import (
     StrongRejectClassifier,
     judge_dtype,
@@ -161,17 +164,29 @@ def extra_judges(ctx: Context, prompts: Sequence[str], responses: Sequence[str],
     return metrics, rows
 
 
+def headline(metrics: dict, refusal_mode: str) -> dict:
+    """The headline keys of one metrics block: `harmfulness` only ever is the StrongREJECT classifier's
+    mean (the paper's harmfulness; absent when the classifier did not run), never keyword compliance
+    (`compliance`); `headline` names the harm and refusal measures a report leads with."""
+    out = {}
+    if metrics.get("strongreject") is not None:
+        out["harmfulness"], out["harmfulness_ci"] = metrics["strongreject"], metrics.get("strongreject_ci")
+    harm = "harmfulness" if out else "compliance"
+    out["headline"] = {"harm": harm, "refusal": "refusal_rate_wei" if refusal_mode == "wei" else "refusal_rate"}
+    return out
+
+
 def harm_metrics(ctx: Context, prompts: Sequence[str], responses: Sequence[str], stage: str) -> dict:
-    """Keyword compliance (harmfulness) and refusal rates plus the extra judges, each with a CI."""
-    headline = RefusalKeywordJudge(ctx.cfg.eval.refusal_mode)
-    complied = [0.0 if headline.is_refusal(r)[0] else 1.0 for r in responses]
-    corrected = RefusalKeywordJudge("corrected")
+    """Keyword compliance, refusal rates (corrected and Wei et al.'s) and the extra judges, each with a
+    CI, and the headline keys (`headline`)."""
+    mode = ctx.cfg.eval.refusal_mode
+    judged = {m: [1.0 if RefusalKeywordJudge(m).is_refusal(r)[0] else 0.0 for r in responses] for m in MODES}
     metrics = {"n": len(responses)}
-    metrics["harmfulness"], metrics["harmfulness_ci"] = _mean_ci(complied, ctx)
-    metrics["refusal_rate"], metrics["refusal_rate_ci"] = _mean_ci(
-        [1.0 if corrected.is_refusal(r)[0] else 0.0 for r in responses], ctx
-    )
+    metrics["compliance"], metrics["compliance_ci"] = _mean_ci([1.0 - v for v in judged[mode]], ctx)
+    metrics["refusal_rate"], metrics["refusal_rate_ci"] = _mean_ci(judged["corrected"], ctx)
+    metrics["refusal_rate_wei"], metrics["refusal_rate_wei_ci"] = _mean_ci(judged["wei"], ctx)
     metrics.update(extra_judges(ctx, prompts, responses, stage)[0])
+    metrics.update(headline(metrics, mode))
     return metrics
 
 
@@ -190,10 +205,13 @@ def utility_metrics(ctx: Context, mask_key: str, tag: str, benign_prompts: Seque
     if u.perplexity_source:
         meta = {**base, "what": "perplexity", "source": u.perplexity_source, "seqlen": u.seqlen,
                 "stride": u.stride, "max_tokens": u.max_tokens}  # fmt: skip
+        if u.perplexity_tail != "score":  # results from before the key keep their cache entries
+            meta["tail"] = u.perplexity_tail
 
         def ppl():
             text = utility.corpus_text(u.perplexity_source)
-            return utility.perplexity(ctx.model, ctx.tokenizer, text, u.seqlen, u.stride, u.max_tokens)
+            return utility.perplexity(ctx.model, ctx.tokenizer, text, u.seqlen, u.stride, u.max_tokens,
+                                      u.perplexity_tail)  # fmt: skip
 
         result = ctx.cache("utility", meta, ppl, f"perplexity_{tag}", with_keys("perplexity", "tokens"))
         out["perplexity"], out["perplexity_tokens"] = result["perplexity"], result["tokens"]
@@ -211,11 +229,17 @@ def utility_metrics(ctx: Context, mask_key: str, tag: str, benign_prompts: Seque
     if u.qa_source:
         meta = {**base, "what": "qa", "source": u.qa_source, "limit": u.qa_limit, "tokens": u.qa_max_new_tokens,
                 "prompt_format": ctx.prompt_format}  # fmt: skip
+        paper = None
+        fmt = ctx.prompt_format
+        if u.qa_protocol == "paper":  # chat models: the chat template; base ones: "Q: {question}\nA:"
+            fmt = "chat" if ctx.prompt_format == "chat" else "qa"
+            paper = model_decoding(ctx.model, 100 if fmt == "chat" else 50, ctx.cfg.seed)
+            meta.update(protocol="paper", sampling=paper.key(), prompt_format=fmt)
 
         def qa():
-            gen = HFGenerator(ctx.model, ctx.tokenizer, ctx.prompt_format, ctx.cfg.generation.batch_size)
-            items = utility.qa_items(u.qa_source, u.qa_limit)
-            result = utility.qa_accuracy(gen, items, u.qa_max_new_tokens)
+            gen = HFGenerator(ctx.model, ctx.tokenizer, fmt, ctx.cfg.generation.batch_size)
+            items = utility.qa_items(u.qa_source, u.qa_limit, "paper" if paper else "file")
+            result = utility.qa_accuracy(gen, items, u.qa_max_new_tokens, paper)
             return {"accuracy": result["accuracy"], "correct": [r["correct"] for r in result["rows"]]}
 
         result = ctx.cache("utility", meta, qa, f"qa_{tag}", with_keys("accuracy", "correct"))

@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
+import random
 import re
 import string
 import unicodedata
@@ -51,13 +53,17 @@ def corpus_text(source: str) -> str:
 
 
 @torch.no_grad()
-def perplexity(model, tokenizer, text: str, seqlen: int = 512, stride: int | None = None, max_tokens=None) -> dict:
+def perplexity(
+    model, tokenizer, text: str, seqlen: int = 512, stride: int | None = None, max_tokens=None, tail: str = "score"
+) -> dict:
     """Sliding-window perplexity of `text` (exp of the mean NLL in nats per predicted token).
 
     Windows of `seqlen` tokens start every `stride` tokens (default: seqlen, i.e. disjoint
     windows); each token is predicted once, by the window that first reaches it, with up to
     seqlen - stride tokens of earlier context. A window's first token is only a context: the
     text's first token is never scored, nor (with disjoint windows) the first of each window.
+    `tail`: score the last, shorter window too, or drop it (only whole windows of seqlen tokens, as
+    the authors' eval_ppl does; with disjoint windows that is their exp of the mean window loss).
     Returns {"perplexity", "nll", "tokens"}.
     """
     stride = stride or seqlen
@@ -66,6 +72,12 @@ def perplexity(model, tokenizer, text: str, seqlen: int = 512, stride: int | Non
     ids = tokenizer(text, return_tensors="pt")["input_ids"][0]
     if max_tokens:
         ids = ids[:max_tokens]
+    if tail == "drop":
+        if ids.numel() < seqlen:
+            raise HarmcoreError(
+                f"the perplexity corpus has {ids.numel()} tokens, less than one window of eval.utility.seqlen={seqlen}"
+            )
+        ids = ids[: ids.numel() // seqlen * seqlen]
     if ids.numel() < 2:
         raise HarmcoreError("the perplexity corpus has fewer than 2 tokens: give a longer text")
     device = next(model.parameters()).device
@@ -183,8 +195,27 @@ def alias_match(prediction: str, answers: Sequence[str]) -> bool:
     return any(norm and f" {norm} " in pred for norm in (normalize_answer(a) for a in answers))
 
 
-def qa_items(source: str, limit: int | None = None) -> list[QAItem]:
-    """QA items: a local JSONL of {"question", "answers": [...]}, or 'trivia_qa' (rc.nocontext validation)."""
+def qa_items(source: str, limit: int | None = None, order: str = "file") -> list[QAItem]:
+    """QA items: a local JSONL of {"question", "answers": [...]}, TriviaQA's own JSON release (e.g.
+    unfiltered-web-dev.json: {"Data": [{"Question", "Answer": {"Aliases"}}]}), or 'trivia_qa' (rc.nocontext
+    validation, from the hub). `order`: file (the first `limit`) or paper (shuffled with
+    random.Random(42) first, as the authors' load_triviaqa_raw_dataset)."""
+    items = _all_qa_items(source, limit if order == "file" else None)
+    if order == "paper":
+        random.Random(42).shuffle(items)
+    return items[:limit] if limit else items
+
+
+def _all_qa_items(source: str, limit: int | None) -> list[QAItem]:
+    if source.endswith(".json") and Path(source).expanduser().is_file():  # TriviaQA's release format
+        try:
+            data = json.loads(Path(source).expanduser().read_text(encoding="utf-8"))["Data"]
+            return [QAItem(x["Question"], tuple(x["Answer"]["Aliases"])) for x in data]
+        except (ValueError, KeyError, TypeError) as err:
+            raise HarmcoreError(
+                f"{source} is not TriviaQA's JSON release ({{'Data': [{{'Question', 'Answer': {{'Aliases'}}}}]}}): "
+                f"{type(err).__name__} {err}"
+            ) from None
     if source == "trivia_qa":
         try:
             from datasets import load_dataset
@@ -195,8 +226,7 @@ def qa_items(source: str, limit: int | None = None) -> list[QAItem]:
                 f"cannot load TriviaQA from the hub ({type(err).__name__}): set eval.utility.qa_source to a local "
                 'JSONL of {"question": ..., "answers": [...]}'
             ) from err
-        items = [QAItem(r["question"], tuple(r["answer"]["aliases"])) for r in rows.select(range(limit or len(rows)))]
-        return items
+        return [QAItem(r["question"], tuple(r["answer"]["aliases"])) for r in rows.select(range(limit or len(rows)))]
 
     items = []
     for n, row in enumerate(read_table(source)):
@@ -207,12 +237,24 @@ def qa_items(source: str, limit: int | None = None) -> list[QAItem]:
     return items[:limit] if limit else items
 
 
-def qa_accuracy(generator, items: Sequence[QAItem], max_new_tokens: int = 32) -> dict:
-    """{"accuracy", "n"} of greedy answers by `generator` (a `Generator`), plus per-item rows."""
+def qa_accuracy(generator, items: Sequence[QAItem], max_new_tokens: int = 32, paper: Sampling | None = None) -> dict:
+    """{"accuracy", "n"} of answers by `generator` (a `Generator`), plus per-item rows.
+
+    harmcore's protocol: greedy answers to QA_TEMPLATE, an alias matching whole words after TriviaQA's
+    normalisation. With `paper` (the authors' decoding, e.g. sampled, 100 tokens for chat models and 50
+    for base ones): the bare question (the generator's prompt format wraps it: the chat template, or
+    "Q: {question}\nA:"), the answer's first line, and an alias found anywhere in it, lower-cased
+    (their compute_correctness_triviaqa)."""
     if not items:
         raise HarmcoreError("no QA items: check eval.utility.qa_source")
-    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
-    answers = generator.generate([Request(QA_TEMPLATE.format(question=it.question)) for it in items], sampling)
-    correct = [alias_match(a, it.answers) for a, it in zip(answers, items)]
+    if paper is not None:
+        answers = generator.generate([Request(it.question) for it in items], paper)
+        if getattr(generator, "prompt_format", "chat") != "chat":
+            answers = [a.strip().split("\n")[0] for a in answers]
+        correct = [any(x.lower() in a.lower() for x in it.answers) for a, it in zip(answers, items)]
+    else:
+        sampling = Sampling(max_new_tokens=max_new_tokens, temperature=0.0)
+        answers = generator.generate([Request(QA_TEMPLATE.format(question=it.question)) for it in items], sampling)
+        correct = [alias_match(a, it.answers) for a, it in zip(answers, items)]
     rows = [{"question": it.question, "answer": a, "correct": c} for it, a, c in zip(items, answers, correct)]
     return {"accuracy": sum(correct) / len(correct), "n": len(correct), "rows": rows}

@@ -8,7 +8,7 @@ ordinary capability than to halve harm (> 1: harm is more compact).
 
 Two measure kinds are compared like with like:
 
-- ``judge``: harmfulness (keyword compliance rate) on the harm domain, QA accuracy (alias
+- ``judge``: keyword compliance rate on the harm domain, QA accuracy (alias
   match) on the QA domain;
 - ``classifier``: the StrongREJECT classifier's score on the harm domain (when the jobs ran
   it), QA accuracy on the QA domain;
@@ -27,7 +27,7 @@ from harmcore.report import measures, pairs
 from harmcore.report.compression import compression_ratio
 
 KINDS = {
-    "judge": {"harm": "harmfulness", "control": "qa_accuracy"},
+    "judge": {"harm": "compliance", "control": "qa_accuracy"},
     "classifier": {"harm": "strongreject", "control": "qa_accuracy"},  # only when the classifier ran
     "likelihood": {"harm": "harm_likelihood", "control": "harm_likelihood"},
 }
@@ -118,13 +118,13 @@ def _plot(rep: dict, path: Path) -> None:
     floor = min((s for c in rep["curves"] for s in c["s"] if s), default=1e-6) / 3
     for c in rep["curves"]:
         xs = [s or floor for s in c["s"]]
-        judge = "qa_accuracy" if c["role"] == "control" else "harmfulness"
+        judge = "qa_accuracy" if c["role"] == "control" else "compliance"
         label = f"{c['model']} {c['domain']} ({c['role']})"
         style = "s--" if c["role"] == "control" else "o-"
         for ax, key in ((axes[0], judge), (axes[1], "harm_likelihood")):
             if all(v is not None for v in c[key]):
                 ax.plot(xs, c[key], style, label=label)
-    axes[0].set_title("judge: harmfulness (harm), QA accuracy (control, dashed)", fontsize=9)
+    axes[0].set_title("judge: keyword compliance (harm), QA accuracy (control, dashed)", fontsize=9)
     axes[1].set_title("likelihood of own held-out answers exp(-NLL)", fontsize=9)
     for ax in axes:
         ax.set_xscale("log")

@@ -5,19 +5,21 @@ The job evaluates on B's held-out prompts minus every prompt of A (harmcore.run.
   `cross_domain_relative_reduction.csv` and `cross_domain_delta_harm_nll.csv` (rows:
   sparsity and scoring domain A, columns: evaluation domains B) and `cross_domain.png`.
 
-Cell metrics: relative harm reduction R = 1 - H_pruned / H_dense with H the judge's
-compliance rate on B's prompts (None when H_dense = 0); delta_harm_nll = pruned minus
+Cell metrics: relative harm reduction R = 1 - H_pruned / H_dense on B's prompts (None when
+H_dense = 0), H the cell's headline harm measure (`headline`): the StrongREJECT classifier's mean
+(`harmfulness`, the paper's) where the jobs ran it, else keyword compliance (`compliance`);
+delta_harm_nll = pruned minus
 dense NLL (nats/token) of the dense model's own compliant answers to B's prompts
 (judge-free; > 0 means pruning with A made B's harmful answers less likely).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from harmcore.files import atomic_write_csv, atomic_write_figure, atomic_write_json
 from harmcore.report import plots
+from harmcore.report.measures import headline_harm, read_metrics
 
 MATRIX_METRICS = ("relative_reduction", "delta_harm_nll")
 
@@ -26,11 +28,12 @@ def cells(sweep_dir: Path, points: list[dict]) -> list[dict]:
     """One cell per cross-domain job (jobs run with eval_domain set), sorted by (q, A, B)."""
     out = []
     for p in points:
-        m = json.loads((Path(sweep_dir) / p["job"] / "metrics.json").read_text())
+        m = read_metrics(Path(sweep_dir) / p["job"])
         if not m.get("eval_domain"):
             continue
         base = m.get("baseline", {})
-        h, h0 = m.get("harmfulness"), base.get("harmfulness")
+        headline = headline_harm(base)
+        h, h0 = m.get(headline), base.get(headline)
         out.append(
             {
                 "sparsity": m["sparsity_requested"],
@@ -40,8 +43,11 @@ def cells(sweep_dir: Path, points: list[dict]) -> list[dict]:
                 "p": m.get("p"),
                 "score_domain": m["harm_domain"],
                 "eval_domain": m["eval_domain"],
-                "harmfulness": h,
-                "baseline_harmfulness": h0,
+                "compliance": m.get("compliance"),
+                "baseline_compliance": base.get("compliance"),
+                "harmfulness": m.get("harmfulness"),  # the StrongREJECT classifier's mean, where it ran
+                "baseline_harmfulness": base.get("harmfulness"),
+                "headline": headline,
                 "relative_reduction": 1 - h / h0 if h is not None and h0 else None,
                 "harm_nll": m.get("harm_nll"),
                 "baseline_harm_nll": base.get("harm_nll"),

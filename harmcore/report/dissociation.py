@@ -3,9 +3,11 @@
 `data.target` chooses the behaviour whose weights are scored as the "harm" side of the set
 difference: harm, detection, explanation or refusal (harmcore.run.targets builds their data).
 
-Every job measures the same abilities whatever it pruned: harmful generation (compliance rate
-and the judge-free likelihood of the dense model's harmful answers on held-out requests),
-refusal, and with eval.recognition.enabled detection and explanation. A sweep over targets
+Every job measures the same abilities whatever it pruned: harmful generation (the StrongREJECT
+classifier's mean, the paper's harmfulness, where it ran; keyword compliance; and the judge-free
+likelihood of the dense model's harmful answers on held-out requests), refusal (the job's headline
+refusal rate: Wei et al.'s rule under eval.refusal_mode=wei, else the corrected one), and with
+eval.recognition.enabled detection and explanation. A sweep over targets
 (`experiment=dissociation`) gets `dissociation.csv` (long: one row per job and ability),
 `dissociation_matrix.csv` (rows: model, q, pruned with; columns: abilities) and
 `dissociation.png`; the value is the fraction of the ability retained, pruned / dense
@@ -20,10 +22,11 @@ from pathlib import Path
 
 from harmcore.files import atomic_write_csv, atomic_write_figure, atomic_write_json
 from harmcore.report import plots
+from harmcore.report.measures import read_metrics
 
 # Row order of the tables: the paper's direction first, then the reverse targets.
 TARGET_ORDER = ("harm", "detection", "explanation", "refusal")
-ABILITIES = ("harmfulness", "harm_likelihood", "refusal", "detection", "explanation")
+ABILITIES = ("harmfulness", "compliance", "harm_likelihood", "refusal", "detection", "explanation")
 
 
 def abilities(metrics: dict, harm_nll: list[float] | None = None) -> dict[str, float | None]:
@@ -40,8 +43,9 @@ def abilities(metrics: dict, harm_nll: list[float] | None = None) -> dict[str, f
         likelihood = sum(math.exp(-v) for v in harm_nll) / len(harm_nll)
     return {
         "harmfulness": metrics.get("harmfulness"),
+        "compliance": metrics.get("compliance"),
         "harm_likelihood": likelihood,
-        "refusal": metrics.get("refusal_rate"),
+        "refusal": metrics.get((metrics.get("headline") or {}).get("refusal", "refusal_rate")),
         "detection": (yes + no) / 2 if yes is not None and no is not None else None,  # balanced accuracy
         "explanation": (rec.get("explanation") or {}).get("explanation_score"),
     }
@@ -51,7 +55,7 @@ def rows(sweep_dir: Path, points: list[dict]) -> list[dict]:
     """One row per (job, ability) for sweeps whose jobs pruned more than one target."""
     jobs = []
     for p in points:
-        m = json.loads((Path(sweep_dir) / p["job"] / "metrics.json").read_text())
+        m = read_metrics(Path(sweep_dir) / p["job"])
         if m.get("data_target"):
             jobs.append((p, m))
     if len({m["data_target"] for _, m in jobs}) < 2:

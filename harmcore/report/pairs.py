@@ -10,7 +10,7 @@ A sweep that holds several models (e.g. `experiment=compression_pairs`) gets, pe
   s50(base) / s50(instruct) for a pair, with a CI from resamples paired by index.
 
 Harm measures (`harmcore.report.measures`; lower = less harm, so that R > 0 means pruning removed
-harm): always keyword compliance (``harmfulness``) and the judge-free ``harm_likelihood``;
+harm): always keyword compliance (``compliance``) and the judge-free ``harm_likelihood``;
 the StrongREJECT classifier (``strongreject``, the paper's measure) and rubric judge
 (``strongreject_rubric``) when the jobs ran them.
 
@@ -24,7 +24,6 @@ that does not halve has s50 None ("not reached") and no ratio.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +61,7 @@ def members(sweep_dir: Path, points: list[dict]) -> dict[tuple, dict[str, Member
     out: dict[tuple, dict[str, Member]] = {}
     for p in sorted(points, key=lambda r: r["sparsity_achieved"]):
         job = Path(sweep_dir) / p["job"]
-        m = json.loads((job / "metrics.json").read_text())
+        m = measures.read_metrics(job)
         setting = (p["harm_domain"], p["scorer"], p["p"])
         member = out.setdefault(setting, {}).setdefault(
             p["model"], Member(p["model"], m.get("model_aligned"), m.get("model_family") or "", m.get("ladder"))
@@ -244,7 +243,7 @@ def _plot(rep: dict, path: Path) -> None:
                     if st.get("s50_ci"):
                         ax.axvspan(*st["s50_ci"], color=line.get_color(), alpha=0.08)
     titles = {
-        "harmfulness": "keyword compliance rate",
+        "compliance": "keyword compliance rate",
         "strongreject": "StrongREJECT classifier score",
         "strongreject_rubric": "StrongREJECT rubric judge score",
         "harm_likelihood": "harm likelihood exp(-NLL)",

@@ -9,7 +9,6 @@ experiments.aggregate <sweep dir>` runs it by hand.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -32,14 +31,14 @@ CURVE_COLUMNS = [
     "sparsity_requested",
     "sparsity_achieved",
     "n_pruned",
+    "compliance",
+    "compliance_lo",
+    "compliance_hi",
+    "baseline_compliance",
     "harmfulness",
     "harmfulness_lo",
     "harmfulness_hi",
     "baseline_harmfulness",
-    "strongreject",
-    "strongreject_lo",
-    "strongreject_hi",
-    "baseline_strongreject",
     "refusal_rate",
     "refusal_rate_wei",
     "harm_nll",
@@ -80,12 +79,12 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
     for job in job_dirs:
         rel = str(job.relative_to(sweep_dir)) or "."
         if (job / "metrics.json").exists():
-            m = json.loads((job / "metrics.json").read_text())
+            m = measures.read_metrics(job)
             if "sparsity_achieved" not in m:  # not a pruning job (e.g. experiment=emergent_misalignment)
                 continue
             base = m.get("baseline", {})
-            ci = m.get("harmfulness_ci") or [None, None]
-            sr_ci = m.get("strongreject_ci") or [None, None]
+            ci = m.get("compliance_ci") or [None, None]
+            sr_ci = m.get("harmfulness_ci") or [None, None]
             points.append(
                 {
                     "model": m.get("model"),
@@ -98,14 +97,15 @@ def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:
                     "sparsity_requested": m.get("sparsity_requested"),
                     "sparsity_achieved": m.get("sparsity_achieved"),
                     "n_pruned": m.get("n_pruned"),
+                    "compliance": m.get("compliance"),
+                    "compliance_lo": ci[0],
+                    "compliance_hi": ci[1],
+                    "baseline_compliance": base.get("compliance"),
+                    # the paper's harmfulness: the StrongREJECT classifier's mean, where it ran
                     "harmfulness": m.get("harmfulness"),
-                    "harmfulness_lo": ci[0],
-                    "harmfulness_hi": ci[1],
+                    "harmfulness_lo": sr_ci[0],
+                    "harmfulness_hi": sr_ci[1],
                     "baseline_harmfulness": base.get("harmfulness"),
-                    "strongreject": m.get("strongreject"),
-                    "strongreject_lo": sr_ci[0],
-                    "strongreject_hi": sr_ci[1],
-                    "baseline_strongreject": base.get("strongreject"),
                     "refusal_rate": m.get("refusal_rate"),
                     "refusal_rate_wei": m.get("refusal_rate_wei"),
                     "harm_nll": m.get("harm_nll"),
@@ -183,21 +183,21 @@ def _plot(points: list[dict], path: Path) -> None:
     for (model, domain, scorer, p_frac), pts in groups.items():
         xs = [p["sparsity_achieved"] or floor for p in pts]
         label = f"{model}/{domain}/{scorer}/p={p_frac:g}"
-        line = ax_h.plot(xs, [p["harmfulness"] for p in pts], "o-", label=f"{label}: keyword compliance")[0]
+        line = ax_h.plot(xs, [p["compliance"] for p in pts], "o-", label=f"{label}: keyword compliance")[0]
         color = line.get_color()
-        _band(ax_h, xs, pts, "harmfulness", color)
-        if pts[0].get("baseline_harmfulness") is not None:
-            ax_h.axhline(pts[0]["baseline_harmfulness"], ls=":", color=color, alpha=0.7)
-        if all(p["strongreject"] is not None for p in pts):
+        _band(ax_h, xs, pts, "compliance", color)
+        if pts[0].get("baseline_compliance") is not None:
+            ax_h.axhline(pts[0]["baseline_compliance"], ls=":", color=color, alpha=0.7)
+        if all(p["harmfulness"] is not None for p in pts):
             ran_sr = True
-            ax_h.plot(xs, [p["strongreject"] for p in pts], "x--", color=color, label=f"{label}: StrongREJECT")
-            _band(ax_h, xs, pts, "strongreject", color)
+            ax_h.plot(xs, [p["harmfulness"] for p in pts], "x--", color=color, label=f"{label}: StrongREJECT")
+            _band(ax_h, xs, pts, "harmfulness", color)
         for key, style in (("harm_nll", "s-"), ("benign_nll", "o--")):
             if all(p[key] is not None for p in pts):
                 ran_nll = True
                 ax_u.plot(xs, [p[key] for p in pts], style, color=color, label=f"{label}: {key}")
                 _band(ax_u, xs, pts, key, color)
-    ax_h.set_title("harm: keyword compliance (o)" + (", StrongREJECT score (x)" if ran_sr else "")
+    ax_h.set_title("keyword compliance (o)" + (", harmfulness: StrongREJECT score (x)" if ran_sr else "")
                    + "; dotted: dense", fontsize=9)  # fmt: skip
     ax_h.set_ylabel("compliance rate" + (" / StrongREJECT score" if ran_sr else ""))
     ax_h.set_ylim(-0.02, 1.02)
@@ -234,7 +234,7 @@ def curve_summaries(sweep_dir: Path, points: list[dict], n_resamples: int = 1000
             dense = measures.dense_point(sweep_dir / pts[0]["job"])
             if dense is None:
                 why = "no dense point: no q = 0 job, and the jobs predate their dense rows"
-                entry.update(measure="harmfulness", skipped=why)
+                entry.update(measure="compliance", skipped=why)
                 out.append(entry)
                 continue
             jobs, s, utility = [dense[0], *jobs], [0.0, *s], [pts[0]["baseline_benign_nll"], *utility]
@@ -246,7 +246,7 @@ def curve_summaries(sweep_dir: Path, points: list[dict], n_resamples: int = 1000
             if name in measures.CORE or all(r is not None for r in rows):
                 stats = curve_or_skip(s, rows, f"per-prompt {name}", n_resamples, utility=utility)
                 by_measure[name] = {k: v for k, v in stats.items() if not k.endswith("_samples")}
-        headline = "strongreject" if "skipped" not in by_measure.get("strongreject", {"skipped": 1}) else "harmfulness"
+        headline = "strongreject" if "skipped" not in by_measure.get("strongreject", {"skipped": 1}) else "compliance"
         entry.update(measure=headline, **by_measure[headline], by_measure=by_measure)
         if utility is not None:
             entry["utility"] = "benign_nll"

@@ -144,7 +144,7 @@ class WandbMirror:
                 for r in tables.get("curve", [])
                 if family.get(r["model"]) == fam and (r["sparsity_achieved"] or 0) > 0
             ]
-            for measure in ("harmfulness", "harm_nll", "benign_nll"):
+            for measure in ("compliance", "harmfulness", "harm_nll", "benign_nll"):
                 data = [[r["model"], math.log10(r["sparsity_achieved"]), r[measure]] for r in points]
                 data = [d for d in data if isinstance(d[2], float)]
                 if data:
@@ -185,7 +185,7 @@ def sync_hint(wandb_dir: Path) -> str:
 
 
 CURVE_MEASURES = (
-    "harmfulness", "harmfulness_lo", "harmfulness_hi", "strongreject", "strongreject_lo", "strongreject_hi",
+    "compliance", "compliance_lo", "compliance_hi", "harmfulness", "harmfulness_lo", "harmfulness_hi",
     "refusal_rate", "refusal_rate_wei", "harm_nll", "benign_nll", "n_pruned",
 )  # fmt: skip
 CURVE_SUMMARY = ("measure", "n_points", "s50", "auc", "utility_at_s50", "reached", "monotone")
@@ -207,8 +207,8 @@ def _curve_rows(sweep_dir: Path, points: list[dict]) -> list[dict]:
     rows = []
     if points[0]["sparsity_achieved"] > 0:  # no q = 0 job: the dense baseline every job holds
         p0 = points[0]
-        rows.append({"sparsity": 0.0, "harmfulness": p0["baseline_harmfulness"], "n_pruned": 0,
-                     "strongreject": p0["baseline_strongreject"], "harm_nll": p0["baseline_harm_nll"],
+        rows.append({"sparsity": 0.0, "compliance": p0["baseline_compliance"], "n_pruned": 0,
+                     "harmfulness": p0["baseline_harmfulness"], "harm_nll": p0["baseline_harm_nll"],
                      "benign_nll": p0["baseline_benign_nll"]})  # fmt: skip
     for p in points:
         row = {**sparsity_fields(p["sparsity_requested"], p["sparsity_achieved"]), **{k: p[k] for k in CURVE_MEASURES}}

@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from harmcore.core.masking import check_alpha
 from harmcore.core.scoring import SCORERS
 from harmcore.errors import HarmcoreError, did_you_mean
 from harmcore.measure.config import (
@@ -66,6 +67,8 @@ class HarmDomainConfig:
 class DataConfig:
     n_calibration: int = 24  # harmful and benign examples each used for scoring (paper: 412)
     n_eval: int = 24  # held-out harmful prompts for evaluation (never used for scoring)
+    # Benign examples scored for the preserve set; null = n_calibration (the authors' --nsamples_preserve)
+    n_preserve: int | None = None
     split_seed: int = 0  # seeds the calibration/eval split of prompts
     benign_source: str = "builtin"  # builtin (harmcore's instruction set) | alpaca (hub) | jsonl
     benign_path: str | None = None  # local jsonl for benign_source=jsonl
@@ -100,6 +103,8 @@ class DataConfig:
             raise HarmcoreError(f"data.target={self.target}: use {', '.join(TARGETS)}")
         _positive("data.n_calibration", self.n_calibration)
         _positive("data.n_eval", self.n_eval)
+        if self.n_preserve is not None:
+            _positive("data.n_preserve", self.n_preserve)
         _positive("data.response_tokens", self.response_tokens)
         _positive("data.prefill_tokens", self.prefill_tokens)
         if self.pair_text not in ("shared", "own"):
@@ -136,9 +141,16 @@ class ScorerConfig:
 class PruningConfig:
     p: float = 5e-5  # preserve fraction: top-p benign weights are never pruned (paper: 5e-5)
     ranking: str = "per_matrix"  # per_matrix (released code) | global | per_row (Wanda-style)
+    # What pruning does to the selected weights: null = zero them (the paper); a number = multiply them
+    # by it; mean = set them to the mean of the selected weights of their matrix (the authors' --alpha)
+    alpha: str | None = None
+    # Prune only these decoder layers (indices; the authors' --layers); null = all. Selection is made
+    # first, so with per-matrix ranking each kept matrix prunes exactly what it would have
+    layers: list[int] | None = None
 
     def __post_init__(self) -> None:
         _fraction("pruning.p", self.p)
+        self.alpha = check_alpha(self.alpha)
         if self.ranking not in ("per_matrix", "global", "per_row"):
             raise HarmcoreError(f"pruning.ranking={self.ranking}: use per_matrix, global or per_row")
 

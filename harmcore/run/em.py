@@ -317,6 +317,7 @@ class _Recipe:
         if cfg.scorer.preserve_method and em.p > 0:
             preserve = scores_cached(ctx, lm, benign, cfg.scorer.preserve_method, "scores_preserve")
         mask = set_difference(harm_scores, preserve, em.q, em.p, cfg.pruning.ranking)
+        mask = masking.with_options(mask, cfg.pruning.alpha, cfg.pruning.layers)
         masking.save(mask, self.job_dir / "mask.safetensors", lm.made_on())
         return {"n_pruned": mask.n_pruned, "sparsity_achieved": mask.sparsity, "q": em.q, "p": em.p,
                 "n_harm": len(harm), "n_benign": len(benign), "benign_source": cfg.data.benign_source}  # fmt: skip

@@ -32,8 +32,8 @@ def evaluate(ctx: JobContext, lm: LoadedModel, data: JobData, key: str, refs: di
     headline = corrected if cfg.eval.refusal_mode == "corrected" else wei
     complied = [0.0 if refused else 1.0 for refused, _ in headline]
     metrics = {  # rates of 0/1 outcomes: Wilson intervals (not zero-wide at 0 and 1); means: bootstrap
-        "harmfulness": sum(complied) / len(complied),
-        "harmfulness_ci": list(wilson_ci(complied)),
+        "compliance": sum(complied) / len(complied),  # keyword compliance; not the paper's harmfulness
+        "compliance_ci": list(wilson_ci(complied)),
         "refusal_rate": sum(r for r, _ in corrected) / len(corrected),
         "refusal_rate_ci": list(wilson_ci([float(r) for r, _ in corrected])),
         "refusal_rate_wei": sum(r for r, _ in wei) / len(wei),
@@ -51,7 +51,7 @@ def evaluate(ctx: JobContext, lm: LoadedModel, data: JobData, key: str, refs: di
                 metrics["harm_likelihood"] = sum(likelihood) / len(likelihood) if likelihood else None
                 metrics["harm_likelihood_ci"] = list(bootstrap_ci(likelihood, cfg.eval.bootstrap, seed=cfg.seed))
     rows = [
-        {"prompt": p.text, "category": p.category, "response": r, "harmful": h, "refusal": c[0], "refusal_wei": w[0]}
+        {"prompt": p.text, "category": p.category, "response": r, "complied": h, "refusal": c[0], "refusal_wei": w[0]}
         for p, r, h, c, w in zip(data.harm_eval, responses, complied, corrected, wei)
     ]
     target = domain_config(cfg.eval_domain) if cfg.eval_domain else cfg.harm_domain
@@ -65,6 +65,7 @@ def evaluate(ctx: JobContext, lm: LoadedModel, data: JobData, key: str, refs: di
     sctx = suite_context(ctx, lm)
     extra, per_row = suite.extra_judges(sctx, [p.text for p in data.harm_eval], responses, tag)
     metrics.update(extra)
+    metrics.update(suite.headline(metrics, cfg.eval.refusal_mode))
     for name, scores in per_row.items():
         for row, score in zip(rows, scores):
             row[name] = score

@@ -77,6 +77,8 @@ def user_files(cfg: Config) -> dict[str, str]:
         named["eval.strongreject.template_path"] = e.strongreject.template_path
     if any("lora" in a for a in e.attacks.attacks):
         named["eval.attacks.lora_data_path"] = e.attacks.lora_data_path
+    if any("refusal_ablation" in a for a in e.attacks.attacks):
+        named["eval.attacks.ablation_data_path"] = e.attacks.ablation_data_path
     if any("prefill" in a for a in e.attacks.attacks):
         named["eval.attacks.prefill_path"] = e.attacks.prefill_path
     if e.endpoint.enabled:
@@ -98,6 +100,8 @@ def missing_user_files(cfg: Config) -> list[tuple[str, str]]:
         need["eval.recognition.path"] = cfg.eval.recognition.path
     if any("lora" in a for a in cfg.eval.attacks.attacks):
         need["eval.attacks.lora_data_path"] = cfg.eval.attacks.lora_data_path
+    if any("refusal_ablation" in a for a in cfg.eval.attacks.attacks):
+        need["eval.attacks.ablation_data_path"] = cfg.eval.attacks.ablation_data_path
     if any("prefill" in a for a in cfg.eval.attacks.attacks):
         need["eval.attacks.prefill_path"] = cfg.eval.attacks.prefill_path
     if cfg.eval.endpoint.enabled:
@@ -129,6 +133,9 @@ def _settings(cfg: Config) -> dict:
         if d["generation"][key] == default:
             d["generation"].pop(key)
     d["scorer"].pop("cache", None)  # where scores are kept, not what they are
+    for key in ("alpha", "layers"):  # jobs from before these keys keep their hash
+        if d["pruning"][key] is None:
+            d["pruning"].pop(key)
     if d["data"]["add_bos"] is None:  # jobs from before data.add_bos keep their hash
         d["data"].pop("add_bos")
     if d["data"]["target"] == "harm":  # jobs from before data.target keep their hash
@@ -136,13 +143,17 @@ def _settings(cfg: Config) -> dict:
     for key, default in (("pair_text", "shared"), ("prefill_tokens", 10)):  # nor these
         if d["data"][key] == default:
             d["data"].pop(key)
-    if d["data"]["prefill_path"] is None:
-        d["data"].pop("prefill_path")
+    for key in ("prefill_path", "n_preserve"):
+        if d["data"][key] is None:
+            d["data"].pop(key)
     if d["eval"]["endpoint"]["rubric_parser"] == "strict":  # jobs from before the key keep their hash
         d["eval"]["endpoint"].pop("rubric_parser")
     for key, default in LATER_DEFAULTS.items():  # jobs from before these keys keep their hash
         if d["eval"]["attacks"][key] == default:
             d["eval"]["attacks"].pop(key)
+    for key, default in (("perplexity_tail", "score"), ("qa_protocol", "harmcore")):  # nor these
+        if d["eval"]["utility"][key] == default:
+            d["eval"]["utility"].pop(key)
     if not d["eval"]["recognition"]["enabled"]:  # jobs from before the recognition eval keep their hash
         d["eval"].pop("recognition")
     return d

@@ -176,6 +176,7 @@ def _run_stages(ctx: JobContext, job_dir: Path, chash: str, q_max: float | None)
         mask, shared_sizes, used = shared_mask(ctx, lm, preserve)
         banned = {calibration_files.normalise(t) for t in used}  # never evaluate on any domain's calibration prompt
         data.harm_eval = [p for p in data.harm_eval if calibration_files.normalise(p.text) not in banned]
+    mask = masking.with_options(mask, cfg.pruning.alpha, cfg.pruning.layers)
     masking.save(mask, job_dir / "mask.safetensors", lm.made_on())
     drawn = locations.write_in_background(mask, job_dir, f"{cfg.model.name} q={cfg.sparsity:g}: {mask.n_pruned} pruned")
     stages.record("select", "computed", time.perf_counter() - t)
@@ -219,14 +220,17 @@ def _run_stages(ctx: JobContext, job_dir: Path, chash: str, q_max: float | None)
             metrics[f"delta_{name}_nll"] = pruned[f"{name}_nll"] - baseline[f"{name}_nll"]
     drawn.result()  # locations.png is written (or its error raised) before the job counts as finished
     atomic_write_json(job_dir / "metrics.json", metrics)
+    harm, refusal = baseline["headline"]["harm"], baseline["headline"]["refusal"]
     log.info(
-        "q=%g achieved %.2e: harmfulness %.3f -> %.3f, refusal %.3f -> %.3f",
+        "q=%g achieved %.2e: %s %.3f -> %.3f, %s %.3f -> %.3f",
         cfg.sparsity,
         mask.sparsity,
-        baseline["harmfulness"],
-        pruned["harmfulness"],
-        baseline["refusal_rate"],
-        pruned["refusal_rate"],
+        harm,
+        baseline[harm],
+        pruned[harm],
+        refusal,
+        baseline[refusal],
+        pruned[refusal],
     )
     return metrics, rows
 

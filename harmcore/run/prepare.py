@@ -108,14 +108,15 @@ def prepare_data(ctx: JobContext, lm: LoadedModel) -> JobData:
             f"all {len(harm_calib)} self-generated harmful responses were refusals or empty: "
             "set data.drop_refusals=false or give harmful responses from another source"
         )
+    n_benign = d.n_preserve or d.n_calibration  # the preserve set's size
     if d.benign_source == "alpaca" or (d.benign_source == "jsonl"):
         pairs = sources.alpaca_cleaned(d.benign_path)
-        benign_calib, benign_eval_pairs = sources.split(pairs, d.n_eval, d.n_calibration, d.split_seed)
+        benign_calib, benign_eval_pairs = sources.split(pairs, d.n_eval, n_benign, d.split_seed)
         benign_examples = [Example(p.text, r) for p, r in benign_calib]
         benign_eval = [p for p, _ in benign_eval_pairs]
     else:
         benign = sources.benign_builtin()
-        benign_calib_prompts, benign_eval = sources.split(benign, d.n_eval, d.n_calibration, d.split_seed)
+        benign_calib_prompts, benign_eval = sources.split(benign, d.n_eval, n_benign, d.split_seed)
         writer = lm if d.pair_text == "own" else ctx.responder(lm)
         answers = ctx.generate(writer, benign_calib_prompts, sampling, "dense", "calibration_benign")
         benign_examples = [Example(p.text, r) for p, r in zip(benign_calib_prompts, answers) if r.strip()]
@@ -177,7 +178,7 @@ def calibration_prefixes(writer: LoadedModel, prompts: list, d: DataConfig) -> t
 def _warn_short_calibration(cfg: Config, n_prompts: int, n_calib: int, dropped: int, n_harm: int, n_benign: int):
     """One warning when a set is scored on fewer examples than data.n_calibration asks for, with why."""
     d = cfg.data
-    if n_harm >= d.n_calibration and n_benign >= d.n_calibration:
+    if n_harm >= d.n_calibration and n_benign >= (d.n_preserve or d.n_calibration):
         return
     why = []
     if not d.harm_path and n_calib < d.n_calibration:
@@ -188,10 +189,12 @@ def _warn_short_calibration(cfg: Config, n_prompts: int, n_calib: int, dropped: 
     if dropped:
         why.append(f"harmful answers dropped as refusals or empty: {dropped} (data.drop_refusals)")
     log.warning(
-        "scoring on %d harmful and %d benign calibration examples, not the %d each of data.n_calibration%s",
+        "scoring on %d harmful and %d benign calibration examples, not the %d and %d asked "
+        "(data.n_calibration, data.n_preserve)%s",
         n_harm,
         n_benign,
         d.n_calibration,
+        d.n_preserve or d.n_calibration,
         (": " + "; ".join(why)) if why else "",
     )
 

@@ -53,7 +53,7 @@ def test_basic_sweep_scores_once_and_writes_curve(out):
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["n_points"] == 2 and summary["n_failed"] == 0
     (curve,) = summary["curves"]
-    assert curve["n_prompts"] == 4 and curve["reached"] == (second["harmfulness"] <= 0.5 * first["harmfulness"])
+    assert curve["n_prompts"] == 4 and curve["reached"] == (second["compliance"] <= 0.5 * first["compliance"])
     for job in jobs.values():
         for name in ("provenance.json", "generations.jsonl", "mask.safetensors", ".hydra/config.yaml"):
             assert (job / name).exists(), name
@@ -208,14 +208,16 @@ def test_main_job_on_embedded_model(out):
     # pinned (measured on x86-64 CPUs, float32): a change in scoring, selection, decoding or judging
     # moves these; NLLs get 2 % for other BLAS builds, the pruned count 0.1 % for ties
     base = m["baseline"]
-    assert (base["harmfulness"], base["refusal_rate"]) == (1.0, 0.0)
-    assert (m["harmfulness"], m["refusal_rate"], m["refusal_rate_wei"]) == (0.0, 1.0, 1.0)
+    assert (base["compliance"], base["refusal_rate"]) == (1.0, 0.0)
+    assert (m["compliance"], m["refusal_rate"], m["refusal_rate_wei"]) == (0.0, 1.0, 1.0)
+    # keyword compliance is never called harmfulness: that name is the StrongREJECT classifier's (not run here)
+    assert "harmfulness" not in m and m["headline"] == {"harm": "compliance", "refusal": "refusal_rate"}
     assert base["harm_nll"] == pytest.approx(1.4145, rel=0.02) and base["benign_nll"] == pytest.approx(1.0413, rel=0.02)
     assert m["harm_nll"] == pytest.approx(23.22, rel=0.02) and m["benign_nll"] == pytest.approx(23.01, rel=0.02)
     assert m["n_pruned"] == pytest.approx(1_059_170, rel=1e-3) and m["sparsity_achieved"] == pytest.approx(
         0.00998, rel=1e-3
     )
-    for key in ("harmfulness", "refusal_rate", "refusal_rate_wei", "harm_nll", "benign_nll"):  # each with a CI
+    for key in ("compliance", "refusal_rate", "refusal_rate_wei", "harm_nll", "benign_nll"):  # each with a CI
         for point in (m, m["baseline"]):
             lo, hi = point[f"{key}_ci"]
             assert lo <= point[key] <= hi, (key, point[key], lo, hi)

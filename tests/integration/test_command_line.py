@@ -149,5 +149,5 @@ def test_a_sweep_without_q0_takes_its_dense_point_from_the_jobs_baseline(tmp_pat
     without, with_dense = summaries["without"], summaries["with_dense"]
     assert "skipped" not in without and without["dense_point"] == "the jobs' dense baseline"
     # the same numbers as with a q = 0 job: the baseline is that job's measurement
-    for measure in ("harmfulness", "harm_likelihood"):
+    for measure in ("compliance", "harm_likelihood"):
         assert without["by_measure"][measure] == with_dense["by_measure"][measure], measure

@@ -140,8 +140,8 @@ def test_dissociation_sweep_recognition_before_and_after_each_target(served_tiny
             lik[1]
         )
         assert float(row["harm_likelihood"]) == pytest.approx(lik[0] / lik[1])
-        h0 = m["baseline"]["harmfulness"]
-        assert (row["harmfulness"] == "") == (not h0)
+        h0 = m["baseline"]["compliance"]
+        assert (row["compliance"] == "") == (not h0)
         if h0:
-            assert float(row["harmfulness"]) == pytest.approx(m["harmfulness"] / h0)
+            assert float(row["compliance"]) == pytest.approx(m["compliance"] / h0)
     assert (sweep / "dissociation.png").stat().st_size > 1000

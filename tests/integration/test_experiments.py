@@ -63,15 +63,15 @@ def test_compression_pairs_identical_calibration_and_report(tmp_path):
         mine = sorted((m for m in jobs if m["model"] == member["model"]), key=lambda m: m["sparsity_achieved"])
         curve = member["curve"]
         assert curve["s"] == [m["sparsity_achieved"] for m in mine]
-        assert curve["harmfulness"] == pytest.approx([m["harmfulness"] for m in mine])
+        assert curve["compliance"] == pytest.approx([m["compliance"] for m in mine])
         assert curve["benign_nll"] == pytest.approx([m["benign_nll"] for m in mine])
         # the interval at each point, as the figure draws it: the job's own (Wilson for the rate)
-        for got, m in zip(curve["harmfulness_ci"], mine):
-            assert got == pytest.approx(m["harmfulness_ci"])
-        for key in ("harmfulness", "harm_likelihood", "benign_nll"):
+        for got, m in zip(curve["compliance_ci"], mine):
+            assert got == pytest.approx(m["compliance_ci"])
+        for key in ("compliance", "harm_likelihood", "benign_nll"):
             assert all(lo <= v <= hi for v, (lo, hi) in zip(curve[key], curve[f"{key}_ci"])), key
-        expected = curve_stats(curve["s"], [m["harmfulness"] for m in mine], [m["benign_nll"] for m in mine])
-        row = next(r for r in rows if r["model"] == member["model"] and r["measure"] == "harmfulness")
+        expected = curve_stats(curve["s"], [m["compliance"] for m in mine], [m["benign_nll"] for m in mine])
+        row = next(r for r in rows if r["model"] == member["model"] and r["measure"] == "compliance")
         assert float(row["auc"]) == pytest.approx(expected.auc)
         assert (row["s50"] == "") == (expected.s50 is None)
         if expected.s50 is not None:
@@ -108,17 +108,17 @@ def test_compression_pairs_identical_calibration_and_report(tmp_path):
     assert history["curve/nrows"] == len(jobs) and history["pairs/nrows"] == len(rows)
     assert history["curve_png/_type"] == history["pairs_png/_type"] == "image-file"
     family = rows[0]["family"] or "models"  # one line per model over the pruned points of the family
-    assert history[f"pairs/{family}/harmfulness_table/nrows"] == sum(m["sparsity_achieved"] > 0 for m in jobs)
+    assert history[f"pairs/{family}/compliance_table/nrows"] == sum(m["sparsity_achieved"] > 0 for m in jobs)
     for model, aligned in (("tiny_random", "unaligned"), ("tiny_random_instruct", "aligned")):
         run = runs[f"curve/{model}/all/signed_snip"]
         mine = sorted((m for m in jobs if m["model"] == model), key=lambda m: m["sparsity_achieved"])
         # one step per point, sparsity the step of every measure: W&B draws the curve itself
         assert [step["sparsity"] for step in run["steps"]] == [m["sparsity_achieved"] for m in mine]
-        assert [step["harmfulness"] for step in run["steps"]] == pytest.approx([m["harmfulness"] for m in mine])
+        assert [step["compliance"] for step in run["steps"]] == pytest.approx([m["compliance"] for m in mine])
         assert [step["harm_nll"] for step in run["steps"]] == pytest.approx([m["harm_nll"] for m in mine])
         assert run["step_metrics"]["*"] == "sparsity"
-        row = next(r for r in rows if r["model"] == model and r["measure"] == "harmfulness")
-        assert run["summary"]["auc"] == pytest.approx(float(row["auc"])) and run["summary"]["measure"] == "harmfulness"
+        row = next(r for r in rows if r["model"] == model and r["measure"] == "compliance")
+        assert run["summary"]["auc"] == pytest.approx(float(row["auc"])) and run["summary"]["measure"] == "compliance"
         assert ("s50" in run["summary"]) == (row["s50"] != "")
         assert ("ratio" in run["summary"]) == (row["ratio"] != "")
         assert {aligned, "curve", "model:" + model, "scorer:signed_snip", "domain:all"} <= set(run["tags"])
@@ -156,7 +156,7 @@ def test_cross_domain_matrix_matches_job_metrics(tmp_path):
         for row in csv.DictReader(f):
             for b in domains.split(","):
                 m = jobs[(row["score_domain"], b)]
-                assert float(row[b]) == pytest.approx(1 - m["harmfulness"] / m["baseline"]["harmfulness"])
+                assert float(row[b]) == pytest.approx(1 - m["compliance"] / m["baseline"]["compliance"])
     assert (sweep / "cross_domain.png").stat().st_size > 1000
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["cross_domain_report"] == "cross_domain.json"

@@ -74,8 +74,9 @@ def test_full_eval_writes_every_metric(served_tiny, tmp_path):
             continue
         for variant in ("dense", "pruned"):
             v = result[variant]
-            assert v["n"] >= 1 and 0.0 <= v["harmfulness"] <= 1.0 and len(v["harmfulness_ci"]) == 2
+            assert v["n"] >= 1 and 0.0 <= v["compliance"] <= 1.0 and len(v["compliance_ci"]) == 2
             assert 0.0 <= v["strongreject"] <= 1.0 and not math.isnan(v["strongreject"])
+            assert v["harmfulness"] == v["strongreject"] and 0.0 <= v["refusal_rate_wei"] <= 1.0  # the paper's two
     ablation = m["attacks"]["refusal_ablation"]
     assert ablation["pruned"]["n_pruned"] > m["n_pruned"] and ablation["dense"]["n_pruned"] > 0
     # its refusal data: the model's own refusals to calibration prompts, which scoring dropped
@@ -109,7 +110,7 @@ def test_a_curve_with_the_classifier_reports_it_as_the_headline(tmp_path):
     (sweep,) = {p.parent for p in out.rglob("q=grid/curve.csv")}  # the run folder, beside its points
     assert (sweep / "curve.png").exists() and not (out / "sweeps").exists()
     (curve,) = json.loads((sweep / "summary.json").read_text())["curves"]
-    assert curve["measure"] == "strongreject" and set(curve["by_measure"]) >= {"harmfulness", "strongreject"}
+    assert curve["measure"] == "strongreject" and set(curve["by_measure"]) >= {"compliance", "strongreject"}
     jobs = [(read_metrics(p.parent), p.parent) for p in sweep.rglob("metrics.json")]
     jobs.sort(key=lambda mj: mj[0]["sparsity_achieved"])
     rows = [[json.loads(x) for x in (d / "generations.jsonl").read_text().splitlines()] for _, d in jobs]
@@ -119,6 +120,6 @@ def test_a_curve_with_the_classifier_reports_it_as_the_headline(tmp_path):
     expected = bootstrap_curve(s, [[r["strongreject"] for r in x] for x in rows], n_resamples=1000)
     assert curve["s50"] == expected["s50"] and curve["auc"] == expected["auc"]
     assert (
-        curve["by_measure"]["harmfulness"]["auc"]
-        == bootstrap_curve(s, [[r["harmful"] for r in x] for x in rows], n_resamples=1000)["auc"]
+        curve["by_measure"]["compliance"]["auc"]
+        == bootstrap_curve(s, [[r["complied"] for r in x] for x in rows], n_resamples=1000)["auc"]
     )

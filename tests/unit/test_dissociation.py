@@ -68,7 +68,7 @@ def test_unknown_target_is_refused_by_the_config():
 
 def test_abilities_from_a_metrics_block():
     block = {
-        "harmfulness": 0.5,
+        "compliance": 0.5,
         "harm_nll": 2.0,
         "harm_likelihood": 0.3,
         "refusal_rate": 0.25,
@@ -79,12 +79,16 @@ def test_abilities_from_a_metrics_block():
     }
     a = dissociation.abilities(block)
     assert a == {
-        "harmfulness": 0.5,
+        "harmfulness": None,  # only the StrongREJECT classifier's mean is harmfulness: it did not run
+        "compliance": 0.5,
         "harm_likelihood": 0.3,
         "refusal": 0.25,
         "detection": pytest.approx(0.6),  # balanced accuracy
         "explanation": 3.5,
     }
+    # Under the paper's protocol: the classifier's mean and Wei et al.'s refusal rate are the headline
+    paper = {**block, "harmfulness": 0.4, "refusal_rate_wei": 0.75, "headline": {"refusal": "refusal_rate_wei"}}
+    assert dissociation.abilities(paper)["harmfulness"] == 0.4 and dissociation.abilities(paper)["refusal"] == 0.75
     assert dissociation.abilities({}) == dict.fromkeys(dissociation.ABILITIES)
     # A job written before metrics.json held harm_likelihood: the mean of exp(-NLL) over its
     # references (as the curve reports compute it), not exp(-mean NLL).
@@ -118,16 +122,17 @@ def test_report_is_pruned_over_dense_per_target(tmp_path):
     ]
     table = dissociation.write(tmp_path, points)
     by = {r["pruned_with"]: r for r in table}
-    assert by["harm"]["harmfulness"] == pytest.approx(0.25) and by["harm"]["detection"] == pytest.approx(1.0)
+    assert by["harm"]["compliance"] == pytest.approx(0.25) and by["harm"]["detection"] == pytest.approx(1.0)
     retained = (math.exp(-2.0) + math.exp(-4.0)) / 2 / math.exp(-1.0)
     assert by["harm"]["harm_likelihood"] == pytest.approx(retained)
-    assert by["detection"]["harmfulness"] == pytest.approx(1.0) and by["detection"]["detection"] == pytest.approx(1 / 3)
+    assert by["detection"]["compliance"] == pytest.approx(1.0) and by["detection"]["detection"] == pytest.approx(1 / 3)
     assert by["harm"]["refusal"] is None  # dense refusal 0: nothing to retain
     assert by["harm"]["explanation"] is None  # not measured
     with open(tmp_path / "dissociation_matrix.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["pruned_with"] for r in rows] == ["harm", "detection"]
-    assert float(rows[0]["harmfulness"]) == pytest.approx(0.25) and rows[0]["refusal"] == ""
+    assert float(rows[0]["compliance"]) == pytest.approx(0.25) and rows[0]["refusal"] == ""
+    assert rows[0]["harmfulness"] == ""  # old files: keyword compliance is read as compliance, not harmfulness
     with open(tmp_path / "dissociation.csv") as f:
         long = list(csv.DictReader(f))
     assert len(long) == 2 * len(dissociation.ABILITIES)

@@ -185,3 +185,25 @@ def test_perplexity_equals_the_hf_recipe(tiny_model, tiny_tok, stride):
     ids = tiny_tok(text, return_tensors="pt")["input_ids"][0]
     want, count = hf_recipe_perplexity(tiny_model, ids, 32, stride)
     assert got["tokens"] == count and got["perplexity"] == pytest.approx(want, rel=1e-4)
+
+
+def test_perplexity_with_the_tail_dropped_is_the_authors_eval_ppl(tiny_model, tiny_tok):
+    """eval.utility.perplexity_tail=drop against the authors' formula, written out here: whole windows
+    of seqlen tokens, each window's mean loss over its seqlen - 1 predictions times seqlen, summed,
+    divided by nsamples x seqlen, exponentiated."""
+    text = " ".join(f"w{i % 17} x{i % 5}" for i in range(90))
+    seqlen = 32
+    ids = tiny_tok(text, return_tensors="pt")["input_ids"]
+    nsamples = ids.numel() // seqlen
+    assert ids.numel() % seqlen  # there is a tail to drop
+    nlls = []
+    with torch.no_grad():
+        for i in range(nsamples):
+            window = ids[:, i * seqlen : (i + 1) * seqlen]
+            logits = tiny_model(window).logits[:, :-1].float()
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), window[:, 1:].reshape(-1))
+            nlls.append(loss * seqlen)
+    want = math.exp(float(torch.stack(nlls).sum()) / (nsamples * seqlen))
+    got = perplexity(tiny_model, tiny_tok, text, seqlen=seqlen, tail="drop")
+    assert got["perplexity"] == pytest.approx(want, rel=1e-5) and got["tokens"] == nsamples * (seqlen - 1)
+    assert perplexity(tiny_model, tiny_tok, text, seqlen=seqlen)["tokens"] > got["tokens"]  # "score" keeps the tail

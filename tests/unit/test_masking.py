@@ -62,3 +62,46 @@ def test_model_without_prunable_linears():
         prunable_linears(NoLinear())
     with pytest.raises(HarmcoreError, match="not a decoder-only"):
         prunable_linears(torch.nn.Linear(3, 3))
+
+
+def test_every_alpha_mode_changes_exactly_the_selected_weights(tiny_model):
+    """pruning.alpha: null zeroes the selected weights, a number multiplies them, mean sets them to the
+    mean of the selected weights of their matrix (the authors' --alpha); nothing else moves, and
+    restore puts every weight back bit-exactly."""
+    mask = set_difference(compute(tiny_model, [], "magnitude"), None, 0.05, 0.0)
+    before = {n: m.weight.detach().clone() for n, m in prunable_linears(tiny_model).items()}
+    keys = set()
+    for alpha, expect in ((None, lambda w: torch.zeros_like(w)), ("0.5", lambda w: w * 0.5),
+                          ("mean", lambda w: torch.full_like(w, w.mean().item()))):  # fmt: skip
+        m = masking.with_options(mask, alpha)
+        keys.add(masking.content_key(m))
+        handle = masking.apply(tiny_model, m)
+        for name, module in prunable_linears(tiny_model).items():
+            w, w0 = module.weight.detach().reshape(-1), before[name].reshape(-1)
+            idx = m.indices.get(name, torch.empty(0, dtype=torch.long))
+            rest = torch.ones_like(w0, dtype=torch.bool)
+            rest[idx] = False
+            assert torch.equal(w[rest], w0[rest]), (alpha, name)  # only the selected weights change
+            if idx.numel():
+                assert torch.allclose(w[idx], expect(w0[idx]), atol=1e-7), (alpha, name)
+        masking.restore(tiny_model, handle)
+        assert all(torch.equal(module.weight, before[n]) for n, module in prunable_linears(tiny_model).items())
+    assert len(keys) == 3 and masking.content_key(masking.with_options(mask)) == masking.content_key(mask)
+
+
+def test_pruning_only_given_layers_keeps_each_kept_matrix_whole():
+    from harmcore.core.selection import Mask
+
+    mask = Mask({"model.layers.0.mlp.up_proj": torch.tensor([1, 2]), "model.layers.1.mlp.up_proj": torch.tensor([3]),
+                 "model.layers.10.self_attn.q_proj": torch.tensor([4])}, {}, {})  # fmt: skip
+    only = masking.with_options(mask, layers=[1, 10])
+    assert set(only.indices) == {"model.layers.1.mlp.up_proj", "model.layers.10.self_attn.q_proj"}
+    assert only.meta["layers"] == "1,10" and masking.with_options(mask).indices == mask.indices
+
+
+def test_bad_alpha_is_one_line():
+    from harmcore.run.config import PruningConfig
+
+    with pytest.raises(HarmcoreError, match="pruning.alpha=half: use null"):
+        PruningConfig(alpha="half")
+    assert PruningConfig(alpha=0.5).alpha == "0.5" and PruningConfig(alpha="mean").alpha == "mean"

@@ -69,7 +69,7 @@ def test_known_s50_auc_utility_and_ratio(sweep):
     rep = pairs.report(sweep, points, n_resamples=200)
     (setting,) = rep["settings"]
     assert setting["ladder"] == ["base", "instruct"]  # unaligned first
-    base, inst = by(rep["rows"], "base", "harmfulness"), by(rep["rows"], "instruct", "harmfulness")
+    base, inst = by(rep["rows"], "base", "compliance"), by(rep["rows"], "instruct", "compliance")
     assert base["s50"] == pytest.approx(10**-3.25) and inst["s50"] == pytest.approx(10 ** (-4 + 1 / 3))
     assert base["auc"] == pytest.approx(0.575) and inst["auc"] == pytest.approx(0.675)
     assert base["utility_at_s50"] == pytest.approx(2.3)
@@ -78,7 +78,7 @@ def test_known_s50_auc_utility_and_ratio(sweep):
     assert inst["s50_lo"] <= inst["s50"] <= inst["s50_hi"] and inst["auc_lo"] <= inst["auc"] <= inst["auc_hi"]
     assert inst["ratio_lo"] <= inst["ratio"] <= inst["ratio_hi"]
     curve = setting["members"][0]["curve"]
-    assert curve["s"] == S and curve["harmfulness"] == [1.0, 0.8, 0.4, 0.1] and curve["benign_nll"] == [2, 2, 2.4, 3]
+    assert curve["s"] == S and curve["compliance"] == [1.0, 0.8, 0.4, 0.1] and curve["benign_nll"] == [2, 2, 2.4, 3]
     assert curve["harm_likelihood"] == pytest.approx([math.exp(-1.0)] * 4)
 
 
@@ -100,7 +100,7 @@ def test_non_monotone_member_uses_first_crossing_and_ladder_order(tmp_path):
     points, _ = collect(tmp_path)
     rep = pairs.report(tmp_path, points, n_resamples=50)
     assert rep["settings"][0]["ladder"] == ladder
-    a = by(rep["rows"], "a", "harmfulness")
+    a = by(rep["rows"], "a", "compliance")
     assert a["s50"] == pytest.approx(1e-4) and a["censored_left"] is True and a["monotone"] is False
     assert a["ratio"] == pytest.approx(10**-3.25 / 1e-4) and a["ratio_censored"] is True
 
@@ -110,7 +110,7 @@ def test_aggregate_writes_pair_files(sweep):
     assert summary["pair_report"] == "pairs.json"
     with open(sweep / "pairs.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4 and float(by(rows, "instruct", "harmfulness")["ratio"]) == pytest.approx(10 ** (0.75 - 1 / 3))
+    assert len(rows) == 4 and float(by(rows, "instruct", "compliance")["ratio"]) == pytest.approx(10 ** (0.75 - 1 / 3))
     data = json.loads((sweep / "pairs.json").read_text())
     assert [m["model"] for m in data["settings"][0]["members"]] == ["base", "instruct"]
     assert (sweep / "pairs.png").read_bytes()[:4] == b"\x89PNG"
@@ -134,7 +134,7 @@ def test_a_sweep_over_rankings_keeps_one_curve_per_ranking(tmp_path):
     assert {p["scorer"] for p in points} == {"signed_snip [ranking=per_matrix]", "signed_snip [ranking=global]"}
     rep = pairs.report(tmp_path, points, n_resamples=50)
     assert len(rep["settings"]) == 2  # one pair per ranking, never one curve mixing both
-    rows = {(r["scorer"], r["model"]): r for r in rep["rows"] if r["measure"] == "harmfulness"}
+    rows = {(r["scorer"], r["model"]): r for r in rep["rows"] if r["measure"] == "compliance"}
     assert rows[("signed_snip [ranking=per_matrix]", "base")]["s50"] == pytest.approx(10**-3.25)
     assert rows[("signed_snip [ranking=global]", "base")]["s50"] == pytest.approx(1e-2)
     summary = aggregate(tmp_path)
@@ -164,27 +164,28 @@ def classifier_sweep(tmp_path):
 def test_the_classifier_is_a_measure_of_its_own_when_the_jobs_ran_it(tmp_path):
     sweep = classifier_sweep(tmp_path)
     points, _ = collect(sweep)
-    assert [p["strongreject"] for p in points if p["model"] == "base"] == pytest.approx([0.8, 0.8, 0.2, 0.1])
+    # the classifier's mean is the curve's harmfulness (old files: their "harmfulness" is compliance)
+    assert [p["harmfulness"] for p in points if p["model"] == "base"] == pytest.approx([0.8, 0.8, 0.2, 0.1])
     rep = pairs.report(sweep, points, n_resamples=50)
-    assert list(rep["measures"]) == ["harmfulness", "strongreject", "harm_likelihood"]
+    assert list(rep["measures"]) == ["compliance", "strongreject", "harm_likelihood"]
     base, inst = by(rep["rows"], "base", "strongreject"), by(rep["rows"], "instruct", "strongreject")
     assert base["s50"] == pytest.approx(10 ** (-4 + 0.5 / 0.75)) and inst["s50"] == pytest.approx(1e-4)
     assert inst["ratio"] == pytest.approx(10 ** (-4 + 0.5 / 0.75) / 1e-4)
-    assert by(rep["rows"], "base", "harmfulness")["s50"] == pytest.approx(10**-3.25)  # keyword curve unchanged
+    assert by(rep["rows"], "base", "compliance")["s50"] == pytest.approx(10**-3.25)  # keyword curve unchanged
     # The sweep summary's headline is the classifier (the paper's harmfulness); keyword compliance stays beside it.
     curves = {c["model"]: c for c in aggregate(sweep)["curves"]}
     assert curves["base"]["measure"] == "strongreject" and curves["base"]["s50"] == pytest.approx(base["s50"])
-    assert curves["base"]["by_measure"]["harmfulness"]["s50"] == pytest.approx(10**-3.25)
-    assert set(curves["base"]["by_measure"]) == {"harmfulness", "strongreject", "harm_likelihood"}
+    assert curves["base"]["by_measure"]["compliance"]["s50"] == pytest.approx(10**-3.25)
+    assert set(curves["base"]["by_measure"]) == {"compliance", "strongreject", "harm_likelihood"}
 
 
 def test_without_the_classifier_nothing_changes_and_a_failed_parse_drops_a_judge(sweep, tmp_path):
     points, _ = collect(sweep)
     rep = pairs.report(sweep, points, n_resamples=20)
-    assert list(rep["measures"]) == ["harmfulness", "harm_likelihood"]
-    assert {r["measure"] for r in rep["rows"]} == {"harmfulness", "harm_likelihood"}
+    assert list(rep["measures"]) == ["compliance", "harm_likelihood"]
+    assert {r["measure"] for r in rep["rows"]} == {"compliance", "harm_likelihood"}
     (curve, _) = aggregate(sweep)["curves"]
-    assert curve["measure"] == "harmfulness" and curve["s50"] == pytest.approx(10**-3.25)
+    assert curve["measure"] == "compliance" and curve["s50"] == pytest.approx(10**-3.25)
     # A rubric judgement that failed to parse (None) leaves no per-prompt row: the measure is left out.
     other = tmp_path / "other"
     for i, s in enumerate(S):
@@ -192,7 +193,7 @@ def test_without_the_classifier_nothing_changes_and_a_failed_parse_drops_a_judge
         scores[0] = None if i == 2 else scores[0]
         write_job(other, "base", False, s, 10 - 3 * i, 2.0, judge={"strongreject_rubric": scores})
     (curve,) = aggregate(other)["curves"]
-    assert set(curve["by_measure"]) == {"harmfulness", "harm_likelihood"} and curve["measure"] == "harmfulness"
+    assert set(curve["by_measure"]) == {"compliance", "harm_likelihood"} and curve["measure"] == "compliance"
 
 
 def test_control_report_compares_the_classifier_with_qa_accuracy(tmp_path):

@@ -4,9 +4,9 @@
 from harmcore.report import control, cross_domain, dissociation, pairs, sweep
 
 CURVE = (
-    "model harm_domain scorer p ranking sparsity_requested sparsity_achieved n_pruned harmfulness "
-    "harmfulness_lo harmfulness_hi baseline_harmfulness strongreject strongreject_lo strongreject_hi "
-    "baseline_strongreject refusal_rate refusal_rate_wei harm_nll harm_nll_lo harm_nll_hi benign_nll benign_nll_lo "
+    "model harm_domain scorer p ranking sparsity_requested sparsity_achieved n_pruned compliance "
+    "compliance_lo compliance_hi baseline_compliance harmfulness harmfulness_lo harmfulness_hi "
+    "baseline_harmfulness refusal_rate refusal_rate_wei harm_nll harm_nll_lo harm_nll_hi benign_nll benign_nll_lo "
     "benign_nll_hi baseline_harm_nll "
     "baseline_benign_nll delta_harm_nll delta_benign_nll curve_hash job"
 ).split()
@@ -33,4 +33,29 @@ def test_cross_domain_and_dissociation_tables():
     assert cross_domain.ROW_KEYS == ["model", "scorer", "p", "sparsity", "score_domain"]
     assert cross_domain.MATRIX_METRICS == ("relative_reduction", "delta_harm_nll")
     assert dissociation.MATRIX_KEYS == ("model", "harm_domain", "scorer", "p", "sparsity", "pruned_with")
-    assert dissociation.ABILITIES == ("harmfulness", "harm_likelihood", "refusal", "detection", "explanation")
+    assert dissociation.ABILITIES == (
+        "harmfulness", "compliance", "harm_likelihood", "refusal", "detection", "explanation"
+    )  # fmt: skip
+
+
+def test_keyword_compliance_is_never_called_harmfulness():
+    """metrics.json: `harmfulness` is only the StrongREJECT classifier's mean (the paper's); jobs
+    written before `compliance` existed are read with today's names."""
+    from harmcore.measure.suite import headline
+    from harmcore.report.measures import headline_harm, upgraded
+
+    assert headline({"compliance": 0.9}, "corrected") == {"headline": {"harm": "compliance", "refusal": "refusal_rate"}}
+    paper = headline({"compliance": 0.9, "strongreject": 0.4, "strongreject_ci": [0.3, 0.5]}, "wei")
+    assert paper == {"harmfulness": 0.4, "harmfulness_ci": [0.3, 0.5],
+                     "headline": {"harm": "harmfulness", "refusal": "refusal_rate_wei"}}  # fmt: skip
+    old = {"harmfulness": 0.75, "harmfulness_ci": [0.5, 0.9], "baseline": {"harmfulness": 1.0, "strongreject": 0.6},
+           "attacks": {"prefill": {"dense": {"harmfulness": 0.5}, "pruned": {"harmfulness": 0.25}},
+                       "lora": {"skipped": "no data"}}}  # fmt: skip
+    new = upgraded(old)
+    assert new["compliance"] == 0.75 and new["compliance_ci"] == [0.5, 0.9] and "harmfulness" not in new
+    assert new["baseline"] == {"compliance": 1.0, "strongreject": 0.6, "harmfulness": 0.6, "harmfulness_ci": None}
+    assert new["attacks"]["prefill"]["pruned"] == {"compliance": 0.25} and new["attacks"]["lora"] == {
+        "skipped": "no data"
+    }
+    assert upgraded(new) == new and old["harmfulness"] == 0.75  # idempotent; the file's dict untouched
+    assert headline_harm(new) == "compliance" and headline_harm(new["baseline"]) == "harmfulness"

@@ -97,3 +97,43 @@ def test_qa_accuracy(tiny_model, tiny_tok):
     assert result["accuracy"] == pytest.approx(2 / 3) and [r["correct"] for r in result["rows"]] == [1, 1, 0]
     real = qa_accuracy(HFGenerator(tiny_model, tiny_tok, "chat", 4), items, max_new_tokens=4)
     assert real["n"] == 3 and real["accuracy"] == 0.0  # a random byte-level model does not answer
+
+
+def test_qa_the_authors_way(tmp_path, tiny_model, tiny_tok):
+    """eval.utility.qa_protocol=paper: TriviaQA's JSON release shuffled with random.Random(42), the bare
+    question, the first line of a base model's answer, an alias anywhere in it (lower-cased)."""
+    import json
+    import random
+
+    from harmcore.generation.base import Sampling
+
+    data = [{"Question": f"Question {i}?", "Answer": {"Aliases": [f"Answer{i}", f"alias {i}"]}} for i in range(6)]
+    path = tmp_path / "unfiltered-web-dev.json"
+    path.write_text(json.dumps({"Version": 1.0, "Data": data}))
+    items = qa_items(str(path), 4, "paper")
+    order = list(range(6))
+    random.Random(42).shuffle(order)
+    assert [it.question for it in items] == [f"Question {i}?" for i in order[:4]]  # their load_triviaqa_raw_dataset
+    assert [it.question for it in qa_items(str(path), 2)] == ["Question 0?", "Question 1?"]
+
+    class Base:  # a base model: its answer runs on past the first line
+        prompt_format = "qa"
+
+        def __init__(self, answers):
+            self.answers, self.seen = answers, []
+
+        def generate(self, requests, sampling):
+            self.seen.append((requests, sampling))
+            return self.answers
+
+    gen = Base([f"it is the ANSWER{order[0]}x\nQ: Answer{order[1]}", "no idea\nAnswer", "Alias 1", "none"])
+    result = qa_accuracy(gen, items, paper=Sampling(50, 1.0, 1.0, 0, 50))
+    ((requests, sampling),) = gen.seen
+    assert [r.prompt for r in requests] == [it.question for it in items] and sampling.max_new_tokens == 50
+    # substring (ANSWER3x counts), first line only (the second answer's "Answer" is on line 2)
+    assert [r["correct"] for r in result["rows"]] == [1, 0, int(items[2].answers[1] == "alias 1"), 0]
+    assert result["rows"][0]["answer"] == f"it is the ANSWER{order[0]}x"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"Data": [{"question": "x"}]}))
+    with pytest.raises(HarmcoreError, match="is not TriviaQA's JSON release"):
+        qa_items(str(bad))
