@@ -114,6 +114,9 @@ class UtilityConfig:
     lm_eval_include_defaults: bool = True  # index lm-eval's own tasks (false: only include_path)
     lm_eval_limit: int | None = 100  # items per task; null = all
     lm_eval_batch_size: int = 8
+    # harmcore: zero-shot, no chat template | paper: chat models zero-shot through their chat template,
+    # base models 3-shot (the authors' eval_zero_shot), few-shot examples drawn with the job's seed
+    lm_eval_protocol: str = "harmcore"
     # Open QA by alias substring match: a JSONL of {"question": ..., "answers": [...]}, or trivia_qa (hub)
     qa_source: str | None = None
     qa_limit: int = 1000  # the paper's TriviaQA size
@@ -135,6 +138,8 @@ class UtilityConfig:
             _positive("eval.utility.stride", self.stride)
         _positive("eval.utility.lm_eval_batch_size", self.lm_eval_batch_size)
         _positive("eval.utility.qa_limit", self.qa_limit)
+        if self.lm_eval_protocol not in ("harmcore", "paper"):
+            raise HarmcoreError(f"eval.utility.lm_eval_protocol={self.lm_eval_protocol}: use harmcore or paper")
         if self.qa_protocol not in ("harmcore", "paper"):
             raise HarmcoreError(f"eval.utility.qa_protocol={self.qa_protocol}: use harmcore or paper")
 

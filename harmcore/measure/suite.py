@@ -218,11 +218,16 @@ def utility_metrics(ctx: Context, mask_key: str, tag: str, benign_prompts: Seque
     if u.lm_eval_tasks:
         meta = {**base, "what": "lm_eval", "tasks": sorted(u.lm_eval_tasks), "limit": u.lm_eval_limit,
                 "include": u.lm_eval_include_path}  # fmt: skip
+        shots, chat = 0, False
+        if u.lm_eval_protocol == "paper":  # chat models zero-shot through their template, base ones 3-shot
+            chat = ctx.prompt_format == "chat"
+            shots = 0 if chat else 3
+            meta.update(protocol="paper", shots=shots, chat_template=chat, seed=ctx.cfg.seed)
 
         def lm_eval():
             return utility.lm_eval_accuracy(
                 ctx.model, ctx.tokenizer, u.lm_eval_tasks, u.lm_eval_include_path, u.lm_eval_limit,
-                u.lm_eval_batch_size, u.lm_eval_include_defaults,
+                u.lm_eval_batch_size, u.lm_eval_include_defaults, shots, chat, ctx.cfg.seed,
             )  # fmt: skip
 
         out["lm_eval"] = ctx.cache("utility", meta, lm_eval, f"lm_eval_{tag}", with_keys(*u.lm_eval_tasks))

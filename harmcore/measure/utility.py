@@ -122,11 +122,16 @@ def lm_eval_accuracy(
     limit: int | None = None,
     batch_size: int = 8,
     include_defaults: bool = True,
+    num_fewshot: int = 0,
+    chat_template: bool = False,
+    seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Zero-shot accuracy per task: {task: {"acc": ..., "acc_norm": ... (when the task has it)}}.
+    """Each task's metrics: {task: {"acc": ..., "acc_norm": ..., "exact_match": ...}}, a metric under a
+    filter other than lm-eval's "none" named "<metric>,<filter>" (e.g. GSM8K's "exact_match,strict-match").
 
-    Runs on `model` as it is in memory (pruned weights included). Tasks found in
-    `include_path` are used without indexing lm-eval's built-in tasks (faster, offline);
+    Runs on `model` as it is in memory (pruned weights included), zero-shot unless `num_fewshot`
+    (examples drawn with `seed`), through the tokenizer's chat template with `chat_template`. Tasks
+    found in `include_path` are used without indexing lm-eval's built-in tasks (faster, offline);
     `include_defaults=False` never indexes them.
     """
     import lm_eval
@@ -148,8 +153,9 @@ def lm_eval_accuracy(
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     try:
         out = lm_eval.simple_evaluate(
-            model=lm, tasks=list(tasks), num_fewshot=0, limit=limit, task_manager=manager, log_samples=False,
-            verbosity="ERROR",
+            model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, task_manager=manager,
+            log_samples=False, verbosity="ERROR", apply_chat_template=chat_template, random_seed=seed,
+            numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
         )  # fmt: skip
     except Exception as err:  # most often a task's dataset cannot be downloaded (offline)
         first = (str(err).splitlines() or [""])[0][:160]
@@ -159,13 +165,26 @@ def lm_eval_accuracy(
         ) from err
     results = {}
     for task in tasks:
-        metrics = out["results"].get(task, {})
-        results[task] = {
-            key.split(",")[0]: float(value)
-            for key, value in metrics.items()
-            if key.split(",")[0] in ("acc", "acc_norm", "exact_match") and isinstance(value, int | float)
-        }
+        results[task] = {}
+        for key, value in out["results"].get(task, {}).items():
+            metric, _, filt = key.partition(",")  # metrics are "<metric>,<filter>"; "alias", "sample_len" are not
+            if not filt or metric.endswith("_stderr") or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            results[task][metric if filt == "none" else f"{metric},{filt}"] = float(value)
     return results
+
+
+# The other suites the paper reports, as lm-eval task names (eval.utility.lm_eval_tasks=[...]).
+PAPER_SUITES = {
+    "MMLU": "mmlu",
+    "MMLU-Pro": "mmlu_pro",
+    "GPQA (main, zero-shot)": "gpqa_main_zeroshot",
+    "TruthfulQA (mc2)": "truthfulqa_mc2",
+    "GSM8K": "gsm8k",
+    "IFEval": "ifeval",
+}
+# The zero-shot tasks of their eval_zero_shot (EU)
+ZERO_SHOT_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_challenge", "openbookqa")
 
 
 # ---------------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ def _settings(cfg: Config) -> dict:
     for key, default in LATER_DEFAULTS.items():  # jobs from before these keys keep their hash
         if d["eval"]["attacks"][key] == default:
             d["eval"]["attacks"].pop(key)
-    for key, default in (("perplexity_tail", "score"), ("qa_protocol", "harmcore")):  # nor these
+    for key, default in (("perplexity_tail", "score"), ("qa_protocol", "harmcore"), ("lm_eval_protocol", "harmcore")):
         if d["eval"]["utility"][key] == default:
             d["eval"]["utility"].pop(key)
     if not d["eval"]["recognition"]["enabled"]:  # jobs from before the recognition eval keep their hash

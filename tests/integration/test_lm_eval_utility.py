@@ -54,3 +54,45 @@ def test_unknown_task_is_one_clear_error(tiny_model, tiny_tok, tmp_path):
     tasks = write_task(tmp_path / "tasks")
     with pytest.raises(HarmcoreError, match=r"unknown lm-eval task 'mini_fact' \(did you mean mini_facts"):
         lm_eval_accuracy(tiny_model, tiny_tok, ["mini_fact"], include_path=str(tasks), include_defaults=False)
+
+
+def test_the_authors_lm_eval_settings_reach_lm_eval(tiny_model, tiny_tok, tmp_path, monkeypatch):
+    """eval.utility.lm_eval_protocol=paper: a base model 3-shot (examples drawn with the seed), a chat
+    model zero-shot through its chat template; both run for real on the live model."""
+    import lm_eval
+
+    tasks = write_task(tmp_path / "tasks")
+    yaml = tasks / "mini_facts.yaml"
+    yaml.write_text(yaml.read_text() + "fewshot_split: test\n")
+    seen, real = [], lm_eval.simple_evaluate
+
+    def spy(**kw):
+        seen.append({k: kw[k] for k in ("num_fewshot", "apply_chat_template", "fewshot_random_seed")})
+        return real(**kw)
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", spy)
+    base = lm_eval_accuracy(tiny_model, tiny_tok, ["mini_facts"], str(tasks), num_fewshot=3, seed=5)
+    chat = lm_eval_accuracy(tiny_model, tiny_tok, ["mini_facts"], str(tasks), chat_template=True)
+    zero = lm_eval_accuracy(tiny_model, tiny_tok, ["mini_facts"], str(tasks))
+    assert seen == [{"num_fewshot": 3, "apply_chat_template": False, "fewshot_random_seed": 5},
+                    {"num_fewshot": 0, "apply_chat_template": True, "fewshot_random_seed": 0},
+                    {"num_fewshot": 0, "apply_chat_template": False, "fewshot_random_seed": 0}]  # fmt: skip
+    for r in (base, chat, zero):
+        assert set(r["mini_facts"]) == {"acc", "acc_norm"} and 0.0 <= r["mini_facts"]["acc"] <= 1.0
+
+
+def test_the_papers_suites_are_lm_eval_task_names():
+    """The task names docs/protocol.md gives for the paper's suites and zero-shot set are lm-eval's own
+    (indexed from the installed package, offline), and eval=full runs the zero-shot set."""
+    from lm_eval.tasks import TaskManager
+    from omegaconf import OmegaConf
+
+    from harmcore.measure.utility import PAPER_SUITES, ZERO_SHOT_TASKS
+    from harmcore.run.options import CONF_DIR
+
+    known = set(TaskManager().all_tasks)
+    assert set(PAPER_SUITES.values()) | set(ZERO_SHOT_TASKS) <= known
+    full = OmegaConf.load(CONF_DIR / "eval" / "full.yaml")
+    assert tuple(full.utility.lm_eval_tasks) == ZERO_SHOT_TASKS
+    protocol = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    assert all(f"`{name}`" in protocol for name in PAPER_SUITES.values())
