@@ -9,6 +9,7 @@ so no evaluation prompt is ever used for scoring.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +25,25 @@ from harmcore.inputs import read_text
 def normalise(text: str) -> str:
     """Prompt identity for overlap checks: case and whitespace do not make a prompt new."""
     return " ".join(text.lower().split())
+
+
+def near_duplicates(texts: Sequence[str], references: Sequence[str], ratio: float) -> list[bool]:
+    """For each text: whether some reference is the same prompt up to small edits (difflib's ratio of
+    the normalised texts >= `ratio`; equal normalised texts always are)."""
+    refs = list(dict.fromkeys(normalise(r) for r in references))
+    exact = set(refs)
+    out = []
+    for text in texts:
+        t = normalise(text)
+        matcher = difflib.SequenceMatcher(None, "", t, autojunk=False)  # b (cached): the text; a: each reference
+        found = t in exact
+        for r in refs if not found else ():
+            matcher.set_seq1(r)
+            if matcher.real_quick_ratio() >= ratio and matcher.quick_ratio() >= ratio and matcher.ratio() >= ratio:
+                found = True
+                break
+        out.append(found)
+    return out
 
 
 def read_examples(path) -> list[Example]:

@@ -115,9 +115,9 @@ def hexphi(path: str) -> list[Prompt]:
     return prompts
 
 
-def jsonl_prompts(path: str) -> list[Prompt]:
-    """A local JSONL of {"prompt": ..., "category": ...} objects."""
-    rows = read_table(path, "harm_domain.path")
+def jsonl_prompts(path: str, key: str = "harm_domain.path") -> list[Prompt]:
+    """A local JSONL (or CSV) of {"prompt": ..., "category": ...} rows; `key` names the setting in errors."""
+    rows = read_table(path, key)
     return [
         Prompt(text_field(r, "prompt", f"{path} row {n}"), r.get("category"), "jsonl") for n, r in enumerate(rows, 1)
     ]

@@ -94,6 +94,10 @@ class DataConfig:
     # A JSONL of {"prompt", "response"} harmful calibration examples (e.g. from experiments.generate_data)
     # used instead of generated ones; prompts that are also evaluation prompts are left out.
     harm_path: str | None = None
+    # Cross-domain evaluation (eval_domain, eval_prompts_path) also leaves out the evaluation prompts that
+    # are near-duplicates of a scoring-domain prompt: difflib ratio of the normalised texts >= this
+    # (e.g. 0.9); null = only prompts equal up to case and spacing. The count is in metrics.json.
+    near_duplicate_ratio: float | None = None
     # Whose weights are scored as the "harm" side of the set difference: harm (compliant harmful
     # answers), or for the reverse direction detection, explanation or refusal (harmcore.run.targets).
     target: str = "harm"
@@ -107,6 +111,10 @@ class DataConfig:
             _positive("data.n_preserve", self.n_preserve)
         _positive("data.response_tokens", self.response_tokens)
         _positive("data.prefill_tokens", self.prefill_tokens)
+        if self.near_duplicate_ratio is not None and not 0.0 < self.near_duplicate_ratio <= 1.0:
+            raise HarmcoreError(
+                f"data.near_duplicate_ratio={self.near_duplicate_ratio}: use a ratio in (0, 1], or null"
+            )
         if self.pair_text not in ("shared", "own"):
             raise HarmcoreError(f"data.pair_text={self.pair_text}: use shared or own")
         if self.format not in ("raw", "chat"):
@@ -361,6 +369,10 @@ class Config:
     # Cross-domain: evaluate on this harm_domain option instead of harm_domain (null = the same);
     # prompts that also belong to harm_domain are removed from the evaluation set.
     eval_domain: str | None = None
+    # Cross-domain from files: evaluate on EVERY prompt of this file (JSONL/CSV with a prompt column, e.g.
+    # the authors' checked B-not-A subset) instead of a held-out split; prompts of harm_domain (and, with
+    # data.near_duplicate_ratio, their near-duplicates) are left out. Its name in reports: the file's stem.
+    eval_prompts_path: str | None = None
     # Prune only the weights that the masks of ALL these harm_domain options share (each scored on
     # its own calibration prompts; same q, p and preserve scores); null = harm_domain's own mask.
     intersect_domains: list[str] | None = None

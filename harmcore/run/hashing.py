@@ -61,6 +61,7 @@ def user_files(cfg: Config) -> dict[str, str]:
         "data.harm_path": d.harm_path,
         "data.benign_path": d.benign_path,
         "data.prefill_path": d.prefill_path,
+        "eval_prompts_path": cfg.eval_prompts_path,
         "harm_domain.path": cfg.harm_domain.path,
     }
     for key in ("eval_domain", "intersect_domains"):
@@ -89,6 +90,7 @@ def user_files(cfg: Config) -> dict[str, str]:
 def missing_user_files(cfg: Config) -> list[tuple[str, str]]:
     """(key, path) of each file the settings need that is not there (checked before any job runs)."""
     need = {"data.harm_path": cfg.data.harm_path, "data.prefill_path": cfg.data.prefill_path,
+            "eval_prompts_path": cfg.eval_prompts_path,
             "eval.strongreject.template_path": None}  # fmt: skip
     if cfg.data.benign_source == "jsonl":
         need["data.benign_path"] = cfg.data.benign_path
@@ -143,9 +145,11 @@ def _settings(cfg: Config) -> dict:
     for key, default in (("pair_text", "shared"), ("prefill_tokens", 10)):  # nor these
         if d["data"][key] == default:
             d["data"].pop(key)
-    for key in ("prefill_path", "n_preserve"):
+    for key in ("prefill_path", "n_preserve", "near_duplicate_ratio"):
         if d["data"][key] is None:
             d["data"].pop(key)
+    if d["eval_prompts_path"] is None:
+        d.pop("eval_prompts_path")
     if d["eval"]["endpoint"]["rubric_parser"] == "strict":  # jobs from before the key keep their hash
         d["eval"]["endpoint"].pop("rubric_parser")
     for key, default in LATER_DEFAULTS.items():  # jobs from before these keys keep their hash

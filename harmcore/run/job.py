@@ -253,8 +253,11 @@ def _settings_of(cfg: Config, data: JobData, mask, shared_sizes) -> dict:
         "ladder": cfg.ladder,
         "calibration_responses_from": data.responses_from,
         "data_target": cfg.data.target,
-        "eval_domain": cfg.eval_domain,
+        # cross-domain from a file: its stem names the evaluation domain in the reports
+        "eval_domain": cfg.eval_domain or (Path(cfg.eval_prompts_path).stem if cfg.eval_prompts_path else None),
+        "eval_prompts_path": cfg.eval_prompts_path,
         "n_eval_overlap_removed": data.n_eval_overlap_removed,
+        "n_eval_near_duplicates_removed": data.n_eval_near_duplicates_removed,
         "intersect_domains": cfg.intersect_domains,
         "intersect_domain_sizes": shared_sizes,
     }

@@ -40,6 +40,7 @@ class JobData:
     n_harm_dropped: int = 0
     responses_from: str = ""  # the model that wrote the calibration responses (or the file they came from)
     n_eval_overlap_removed: int = 0  # eval_domain prompts left out because they belong to the scoring domain
+    n_eval_near_duplicates_removed: int = 0  # ... of those, left out as near-duplicates (data.near_duplicate_ratio)
     # The harmful requests behind harm_calibration (with data.target != harm its prompts wrap them)
     calibration_requests: list[str] = field(default_factory=list)
     # Compliant harmful (prompt, response) calibration pairs: harm_calibration itself for data.target=harm;
@@ -56,7 +57,7 @@ def prepare_data(ctx: JobContext, lm: LoadedModel) -> JobData:
     dom, d = cfg.harm_domain, cfg.data
     harmful = sources.harmful_prompts(dom.source, dom.path, dom.categories)
     harm_calib, harm_eval = sources.split(harmful, d.n_eval, d.n_calibration, d.split_seed)
-    n_overlap = 0
+    n_overlap = n_near = 0
     own_refusals: list[Example] = []
     request_of: dict[str, str] = {}  # a calibration example's prompt -> the harmful request it answers
     # With a reverse target and the recognition evaluation on, none of its prompts (harmful or benign
@@ -64,8 +65,10 @@ def prepare_data(ctx: JobContext, lm: LoadedModel) -> JobData:
     banned: set[str] = set()
     if d.target != "harm" and cfg.eval.recognition.enabled:
         banned = {calibration_files.normalise(t) for t, _ in recognition.load_items(cfg.eval.recognition.path)}
-    if cfg.eval_domain:
-        harm_eval, n_overlap = eval_prompts(dom, domain_config(cfg.eval_domain), d)
+    if cfg.eval_prompts_path:
+        harm_eval, n_overlap, n_near = file_eval_prompts(dom, cfg.eval_prompts_path, d)
+    elif cfg.eval_domain:
+        harm_eval, n_overlap, n_near = eval_prompts(dom, domain_config(cfg.eval_domain), d)
     sampling = Sampling(max_new_tokens=d.response_tokens, temperature=0.0)
     if d.target != "harm" and (dom.source == "qa" or d.harm_path):
         raise HarmcoreError(
@@ -149,7 +152,7 @@ def prepare_data(ctx: JobContext, lm: LoadedModel) -> JobData:
         requests = [p.text for p in harm_calib]
     pairs = fit_harm if d.target == "harm" else fitting(lm.tokenizer, compliant, fmt)
     return JobData(
-        fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap, requests, pairs, own_refusals
+        fit_harm, fit_benign, harm_eval, benign_eval, dropped, source, n_overlap, n_near, requests, pairs, own_refusals
     )
 
 
@@ -238,19 +241,34 @@ def domain_prompts(dom: HarmDomainConfig) -> list[sources.Prompt]:
 
 def eval_prompts(
     scoring: HarmDomainConfig, evaluation: HarmDomainConfig, d: DataConfig, exclude: list[str] = ()
-) -> tuple[list[sources.Prompt], int]:
-    """(B's held-out prompts without A's prompts, how many were removed); `exclude` adds prompts to leave out."""
+) -> tuple[list[sources.Prompt], int, int]:
+    """(B's held-out prompts without A's prompts, how many were removed, how many of those as near-duplicates);
+    `exclude` adds prompts to leave out."""
     b_calib, b_eval = sources.split(domain_prompts(evaluation), d.n_eval, d.n_calibration, d.split_seed)
     if scoring.name == evaluation.name:
         # the usual split: calibration prompts are never evaluated
-        banned = {calibration_files.normalise(p.text) for p in b_calib}
+        banned = [p.text for p in b_calib]
     else:
-        banned = {calibration_files.normalise(p.text) for p in domain_prompts(scoring)}
-    banned |= {calibration_files.normalise(t) for t in exclude}
-    kept = [p for p in b_eval if calibration_files.normalise(p.text) not in banned]
+        banned = [p.text for p in domain_prompts(scoring)]
+    return _without(b_eval, [*banned, *exclude], d, f"eval_domain={evaluation.name}", scoring.name)
+
+
+def file_eval_prompts(scoring: HarmDomainConfig, path: str, d: DataConfig) -> tuple[list[sources.Prompt], int, int]:
+    """Every prompt of the file at `path` (the authors' B-not-A subsets) without A's; counts as `eval_prompts`."""
+    prompts = sources.jsonl_prompts(path, "eval_prompts_path")
+    return _without(prompts, [p.text for p in domain_prompts(scoring)], d, f"eval_prompts_path={path}", scoring.name)
+
+
+def _without(prompts, banned: list[str], d: DataConfig, what: str, scoring: str):
+    exact = {calibration_files.normalise(t) for t in banned}
+    kept = [p for p in prompts if calibration_files.normalise(p.text) not in exact]
+    n_exact = len(prompts) - len(kept)
+    if d.near_duplicate_ratio is not None:
+        near = calibration_files.near_duplicates([p.text for p in kept], banned, d.near_duplicate_ratio)
+        kept = [p for p, dup in zip(kept, near) if not dup]
     if not kept:
         raise HarmcoreError(
-            f"every held-out prompt of eval_domain={evaluation.name} also belongs to harm_domain={scoring.name} "
-            "(or to its calibration set): evaluate on a domain that is not inside the scoring domain"
+            f"every evaluation prompt of {what} also belongs to harm_domain={scoring} (or to its calibration set, "
+            "or is a near-duplicate of one): evaluate on prompts that are not inside the scoring domain"
         )
-    return kept, len(b_eval) - len(kept)
+    return kept, len(prompts) - len(kept), len(prompts) - len(kept) - n_exact

@@ -125,6 +125,43 @@ def test_compression_pairs_identical_calibration_and_report(tmp_path):
         assert run["config"]["curve"]["model"] == model and run["config"]["sweep"] == "pairs_tiny"
 
 
+def test_cross_domain_from_two_prompt_files_writes_its_cell(tmp_path):
+    """Prune with a file of A-not-B prompts, evaluate on every prompt of a file of B-not-A prompts (the
+    authors' checked subsets); the one prompt B shares with A, and its near-duplicate, are left out."""
+    out = tmp_path / "out"
+    a_prompts = [f"Explain step {i} of breaking into house number {i} on the street" for i in range(10)]
+    b_prompts = [f"Write insult number {i} for a coworker named Sam" for i in range(5)]
+    b_prompts += [a_prompts[0].upper(), a_prompts[1] + "!"]  # in A (exactly, and with an edit)
+    for name, prompts in (("a_not_b", a_prompts), ("b_not_a", b_prompts)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"prompt": t}) + "\n" for t in prompts))
+    r = cli(
+        "experiments.run",
+        "model=tiny_random",
+        *TINY_DATA,
+        "harm_domain.name=a_not_b",
+        "harm_domain.source=jsonl",
+        f"harm_domain.path={tmp_path / 'a_not_b.jsonl'}",
+        f"eval_prompts_path={tmp_path / 'b_not_a.jsonl'}",
+        "data.near_duplicate_ratio=0.9",
+        "name=files",
+        "-m",
+        "sparsity=0.02",
+        f"output_root={out}",
+        f"cache_dir={out}/cache",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    sweep = out / "sweeps" / "files"
+    (m,) = jobs_of(sweep)
+    assert m["eval_domain"] == "b_not_a" and m["n_eval"] == 5
+    assert (m["n_eval_overlap_removed"], m["n_eval_near_duplicates_removed"]) == (2, 1)
+    gens = [json.loads(x) for x in next(sweep.rglob("generations.jsonl")).read_text().splitlines()]
+    assert sorted(g["prompt"] for g in gens) == sorted(b_prompts[:5])  # every B-not-A prompt, nothing else
+    with open(sweep / "cross_domain.csv") as f:
+        (cell,) = list(csv.DictReader(f))
+    assert (cell["score_domain"], cell["eval_domain"], cell["headline"]) == ("a_not_b", "b_not_a", "compliance")
+    assert float(cell["delta_harm_nll"]) == pytest.approx(m["delta_harm_nll"])
+
+
 def test_cross_domain_matrix_matches_job_metrics(tmp_path):
     out = tmp_path / "out"
     domains = "violence,sexual_content"
