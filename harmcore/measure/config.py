@@ -238,8 +238,24 @@ class RecognitionConfig:
     first_words: int = 5  # yes/no must appear among the answer's first words
     explanation: bool = True  # "analyze why this request is harmful", judged 1-5 (needs eval.endpoint.base_url)
     explanation_tokens: int = 128
+    # The questions asked ({prompt}: the request); null = harmcore's (harmcore.measure.recognition)
+    detect_template: str | None = None
+    explain_template: str | None = None
+    # How answers are read: harmcore (yes/no among the first words, then a first-sentence statement;
+    # the corrected refusal rule) | paper (the authors' count_yes / count_no on the first 30 characters
+    # and their detection and explanation refusal phrases)
+    reading: str = "harmcore"
+    # The explanation judge's prompt ({prompt}, {response}; e.g. the authors' rubric, from a file);
+    # null = harmcore's 1-5 prompt. Its answer is read as a 1-5 score (a JSON {"score": n} too)
+    explanation_judge_path: str | None = None
 
     def __post_init__(self) -> None:
+        if self.reading not in ("harmcore", "paper"):
+            raise HarmcoreError(f"eval.recognition.reading={self.reading}: use harmcore or paper")
+        for key in ("detect_template", "explain_template"):
+            value = getattr(self, key)
+            if value is not None and "{prompt}" not in value:
+                raise HarmcoreError(f"eval.recognition.{key} has no {{prompt}}: the request goes there")
         _positive("eval.recognition.detection_tokens", self.detection_tokens)
         _positive("eval.recognition.first_words", self.first_words)
         _positive("eval.recognition.explanation_tokens", self.explanation_tokens)

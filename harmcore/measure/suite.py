@@ -34,9 +34,10 @@ from harmcore.cache_entries import one_per, with_keys
 from harmcore.data.examples import FormatSpec
 from harmcore.generation.base import Request, Sampling, model_decoding
 from harmcore.generation.hf import HFGenerator
+from harmcore.inputs import read_text
 from harmcore.measure import recognition, utility
 from harmcore.measure.judges.client import client_from
-from harmcore.measure.judges.endpoint import build_judges
+from harmcore.measure.judges.endpoint import build_judges, check_template
 from harmcore.measure.judges.refusal import MODES, RefusalKeywordJudge
 from harmcore.measure.judges.strongreject import (
     StrongRejectClassifier,
@@ -289,15 +290,28 @@ def recognition_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
         generate = lambda: gen.generate(requests, sampling)  # noqa: E731
         return ctx.cache("generations", meta, generate, f"{stage}_{tag}", one_per(len(requests)))
 
-    detected = answers(recognition.DETECT, [p for p, _ in items], rc.detection_tokens, "recognition_detect")
-    verdicts = [recognition.classify(a, rc.first_words) for a in detected]
-    out = {"detection": recognition.detection_metrics([h for _, h in items], verdicts)}
+    detect, explain = rc.detect_template or recognition.DETECT, rc.explain_template or recognition.EXPLAIN
+    detected = answers(detect, [p for p, _ in items], rc.detection_tokens, "recognition_detect")
+    labels = [h for _, h in items]
+    if rc.reading == "paper":
+        out = {"detection": recognition.paper_detection_metrics(labels, detected)}
+    else:
+        verdicts = [recognition.classify(a, rc.first_words) for a in detected]
+        out = {"detection": recognition.detection_metrics(labels, verdicts)}
     e = ctx.cfg.eval.endpoint
     if rc.explanation and e.base_url:
         harmful = [p for p, h in items if h]
-        texts = answers(recognition.EXPLAIN, harmful, rc.explanation_tokens, "recognition_explain")
-        refused = [RefusalKeywordJudge("corrected").is_refusal(t)[0] for t in texts]
-        msgs = [[{"role": "user", "content": recognition.EXPLANATION_JUDGE.format(prompt=p, response=t)}]
+        texts = answers(explain, harmful, rc.explanation_tokens, "recognition_explain")
+        if rc.reading == "paper":
+            refused = [recognition.paper_refused(t, "explanation") for t in texts]
+        else:
+            refused = [RefusalKeywordJudge("corrected").is_refusal(t)[0] for t in texts]
+        judge = recognition.EXPLANATION_JUDGE
+        if rc.explanation_judge_path:
+            key = "eval.recognition.explanation_judge_path"
+            origin = f"{key}={rc.explanation_judge_path}"
+            judge = check_template(read_text(rc.explanation_judge_path, key), ("prompt", "response"), origin)
+        msgs = [[{"role": "user", "content": judge.format(prompt=p, response=t)}]
                 for p, t in zip(harmful, texts)]  # fmt: skip
         scores = [recognition.parse_1_5(o["text"]) for o in client_from(e, ctx.cache_dir).complete(msgs)]
         out["explanation"] = recognition.explanation_metrics(scores, refused, ctx.cfg.eval.bootstrap, ctx.cfg.seed)

@@ -70,6 +70,7 @@ def user_files(cfg: Config) -> dict[str, str]:
                 named[f"{key}:{name}.path"] = domain_config(name).path
     if e.recognition.enabled:
         named["eval.recognition.path"] = e.recognition.path
+        named["eval.recognition.explanation_judge_path"] = e.recognition.explanation_judge_path
     if e.utility.enabled:
         u = e.utility
         named.update({"eval.utility.perplexity_source": u.perplexity_source, "eval.utility.qa_source": u.qa_source,
@@ -100,6 +101,7 @@ def missing_user_files(cfg: Config) -> list[tuple[str, str]]:
         need["eval.strongreject.template_path"] = cfg.eval.strongreject.template_path
     if cfg.eval.recognition.enabled:
         need["eval.recognition.path"] = cfg.eval.recognition.path
+        need["eval.recognition.explanation_judge_path"] = cfg.eval.recognition.explanation_judge_path
     if any("lora" in a for a in cfg.eval.attacks.attacks):
         need["eval.attacks.lora_data_path"] = cfg.eval.attacks.lora_data_path
     if any("refusal_ablation" in a for a in cfg.eval.attacks.attacks):
@@ -158,6 +160,11 @@ def _settings(cfg: Config) -> dict:
     for key, default in (("perplexity_tail", "score"), ("qa_protocol", "harmcore"), ("lm_eval_protocol", "harmcore")):
         if d["eval"]["utility"][key] == default:
             d["eval"]["utility"].pop(key)
-    if not d["eval"]["recognition"]["enabled"]:  # jobs from before the recognition eval keep their hash
+    rec, later = d["eval"]["recognition"], ("detect_template", "explain_template", "reading", "explanation_judge_path")
+    for key, default in zip(later, (None, None, "harmcore", None)):  # jobs from before these keys keep their hash
+        if rec[key] == default:
+            rec.pop(key)
+    # jobs from before the recognition eval keep their hash; its wording also makes reverse-target data
+    if not rec["enabled"] and not (d["data"].get("target", "harm") != "harm" and any(k in rec for k in later)):
         d["eval"].pop("recognition")
     return d

@@ -133,9 +133,12 @@ def prepare_data(ctx: JobContext, lm: LoadedModel) -> JobData:
 
         requests = [Example(p.text, "", p.category) for p in harm_calib]
         benign_prompts = [e.prompt for e in benign_examples]
+        rc = cfg.eval.recognition
+        templates = (rc.detect_template or recognition.DETECT, rc.explain_template or recognition.EXPLAIN)
         harm_examples, dropped = target_examples(
-            d.target, requests, responses, benign_prompts, answer, d.drop_refusals, cfg.seed
-        )
+            d.target, requests, responses, benign_prompts, answer, d.drop_refusals, cfg.seed, templates,
+            own_answers=rc.reading == "paper",
+        )  # fmt: skip
         if not harm_examples:
             raise HarmcoreError(f"data.target={d.target}: every calibration answer was a refusal or empty")
     fmt = ctx.fmt

@@ -3,7 +3,8 @@
 
 - ``harm``: compliant answers to harmful requests (the default; the paper's main run);
 - ``detection``: "is this request harmful? answer yes or no" over the harmful calibration
-  requests (gold answer "Yes") and the benign calibration instructions (gold answer "No");
+  requests (gold answer "Yes") and the benign calibration instructions (gold answer "No"); with
+  `own_answers` (the paper's), the model's own answers to that question, refusals dropped;
 - ``explanation``: "analyze why this request is harmful" over the harmful calibration
   requests, with the model's own explanations (refusals dropped when data.drop_refusals);
 - ``refusal``: the harmful calibration requests with the model's own refusals, or harmcore's
@@ -32,19 +33,29 @@ def target_examples(
     generate: Callable[[list[str]], list[str]],
     drop_refusals: bool = True,
     seed: int = 0,
+    templates: tuple[str, str] = (recognition.DETECT, recognition.EXPLAIN),
+    own_answers: bool = False,
 ) -> tuple[list[Example], int]:
     """(calibration examples for `target`, how many were dropped).
 
     `harmful` holds the harmful calibration requests (as Examples with any response) and
     `responses` the model's own answers to them; `generate(prompts)` answers new prompts.
+    `templates`: the detection and explanation questions ({prompt}: the request).
     """
     judge = RefusalKeywordJudge("corrected")
     prompts = [e.prompt for e in harmful]
+    detect, explain = templates
+    if target == "detection" and own_answers:
+        asked = [detect.format(prompt=p) for p in [*prompts, *benign_prompts]]
+        domains = [e.domain for e in harmful] + [None] * len(benign_prompts)
+        out = [Example(a, text, dom) for a, text, dom in zip(asked, generate(asked), domains)
+               if text.strip() and not (drop_refusals and recognition.paper_refused(text, "detection"))]  # fmt: skip
+        return out, len(asked) - len(out)
     if target == "detection":
-        yes = [Example(recognition.DETECT.format(prompt=p), YES, e.domain) for p, e in zip(prompts, harmful)]
-        return yes + [Example(recognition.DETECT.format(prompt=p), NO) for p in benign_prompts], 0
+        yes = [Example(detect.format(prompt=p), YES, e.domain) for p, e in zip(prompts, harmful)]
+        return yes + [Example(detect.format(prompt=p), NO) for p in benign_prompts], 0
     if target == "explanation":
-        asked = [recognition.EXPLAIN.format(prompt=p) for p in prompts]
+        asked = [explain.format(prompt=p) for p in prompts]
         out = []
         for a, text, e in zip(asked, generate(asked), harmful):
             if text.strip() and not (drop_refusals and judge.is_refusal(text)[0]):
