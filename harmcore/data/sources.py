@@ -116,7 +116,13 @@ def hexphi(path: str) -> list[Prompt]:
 
 
 def jsonl_prompts(path: str, key: str = "harm_domain.path") -> list[Prompt]:
-    """A local JSONL (or CSV) of {"prompt": ..., "category": ...} rows; `key` names the setting in errors."""
+    """A local JSONL (or CSV) of {"prompt": ..., "category": ...} rows, or a .txt file of one prompt per
+    line; `key` names the setting in errors."""
+    if Path(path).suffix == ".txt":
+        lines = [line.strip() for line in read_text(path, key).splitlines() if line.strip()]
+        if not lines:
+            raise HarmcoreError(f"{key}={path} holds no prompt (one per line)")
+        return [Prompt(line, None, "txt") for line in lines]
     rows = read_table(path, key)
     return [
         Prompt(text_field(r, "prompt", f"{path} row {n}"), r.get("category"), "jsonl") for n, r in enumerate(rows, 1)

@@ -144,6 +144,19 @@ class UtilityConfig:
             raise HarmcoreError(f"eval.utility.qa_protocol={self.qa_protocol}: use harmcore or paper")
 
 
+@dataclass
+class CollateralConfig:
+    """Collateral damage: does pruning make the model refuse benign requests near a harm domain (the
+    authors' financial-advice prompts)?"""
+
+    # A .txt file of one prompt per line, or JSONL/CSV with a prompt column; null = not measured
+    path: str | None = None
+    max_new_tokens: int = 256  # the authors' pipeline length; decoding as generation.decoding says
+
+    def __post_init__(self) -> None:
+        _positive("eval.collateral.max_new_tokens", self.max_new_tokens)
+
+
 # Keys of eval.attacks added later: at these values, settings hashes and cached attack answers of
 # earlier runs stay as they were.
 LATER_DEFAULTS = {"lora_schedule": "constant", "lora_warmup_ratio": 0.0, "lora_weight_decay": 0.0,

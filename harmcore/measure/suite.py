@@ -32,13 +32,14 @@ from pathlib import Path
 
 from harmcore.cache_entries import one_per, with_keys
 from harmcore.data.examples import FormatSpec
-from harmcore.generation.base import Request, Sampling, model_decoding
+from harmcore.data.sources import jsonl_prompts
+from harmcore.generation.base import Request, Sampling, model_decoding, sampling_for
 from harmcore.generation.hf import HFGenerator
 from harmcore.inputs import read_text
 from harmcore.measure import recognition, utility
 from harmcore.measure.judges.client import client_from
 from harmcore.measure.judges.endpoint import build_judges, check_template
-from harmcore.measure.judges.refusal import MODES, RefusalKeywordJudge
+from harmcore.measure.judges.refusal import MODES, RefusalKeywordJudge, refused_benign_nearby
 from harmcore.measure.judges.strongreject import (
     StrongRejectClassifier,
     judge_dtype,
@@ -269,6 +270,29 @@ def _benign_judgements(ctx: Context, base: dict, prompts: list[str], tag: str) -
         scores = [r.score for r in judge.score(prompts, answers)]
         out[name], out[f"{name}_ci"] = _mean_ci(scores, ctx)
         out[f"{name}_parse_failed"] = sum(1 for v in scores if not math.isfinite(v))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Collateral damage
+
+
+def collateral_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
+    """Refusal rates of the model as it is now on benign requests near a harm domain (eval.collateral):
+    the authors' rule (`refused_benign_nearby`) and the corrected one, each with a Wilson interval."""
+    c = ctx.cfg.eval.collateral
+    prompts = [p.text for p in jsonl_prompts(c.path, "eval.collateral.path")]
+    sampling = replace(sampling_for(ctx.cfg.generation, ctx.model, ctx.cfg.seed), max_new_tokens=c.max_new_tokens)
+    meta = {**ctx.weights, "mask": mask_key, "what": "collateral_answers", "prompts": content_hash(prompts),
+            "prompt_format": ctx.prompt_format, "sampling": json.dumps(sampling.key(), sort_keys=True)}  # fmt: skip
+    gen = HFGenerator(ctx.model, ctx.tokenizer, ctx.prompt_format, ctx.cfg.generation.batch_size)
+    answers = ctx.cache("generations", meta, lambda: gen.generate([Request(p) for p in prompts], sampling),
+                        f"collateral_{tag}", one_per(len(prompts)))  # fmt: skip
+    theirs = [1.0 if refused_benign_nearby(a) else 0.0 for a in answers]
+    corrected = [1.0 if RefusalKeywordJudge("corrected").is_refusal(a)[0] else 0.0 for a in answers]
+    out = {"n": len(answers)}
+    out["refusal_rate_benign_nearby"], out["refusal_rate_benign_nearby_ci"] = _mean_ci(theirs, ctx)
+    out["refusal_rate"], out["refusal_rate_ci"] = _mean_ci(corrected, ctx)
     return out
 
 

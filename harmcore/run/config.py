@@ -17,6 +17,7 @@ from harmcore.core.scoring import SCORERS
 from harmcore.errors import HarmcoreError, did_you_mean
 from harmcore.measure.config import (
     AttackConfig,
+    CollateralConfig,
     EndpointJudgeConfig,
     RecognitionConfig,
     StrongRejectConfig,
@@ -229,6 +230,7 @@ class EvalConfig:
     utility: UtilityConfig = field(default_factory=UtilityConfig)
     attacks: AttackConfig = field(default_factory=AttackConfig)
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    collateral: CollateralConfig = field(default_factory=CollateralConfig)
 
     def __post_init__(self) -> None:
         if self.refusal_mode not in ("corrected", "wei"):

@@ -73,6 +73,8 @@ def evaluate(ctx: JobContext, lm: LoadedModel, data: JobData, key: str, refs: di
         metrics["utility"] = suite.utility_metrics(sctx, key, tag, [p.text for p in data.benign_eval])
     if cfg.eval.recognition.enabled:
         metrics["recognition"] = suite.recognition_metrics(sctx, key, tag)
+    if cfg.eval.collateral.path:
+        metrics["collateral"] = suite.collateral_metrics(sctx, key, tag)
     return metrics, rows
 
 

@@ -68,6 +68,7 @@ def user_files(cfg: Config) -> dict[str, str]:
         for name in [getattr(cfg, key)] if key == "eval_domain" else getattr(cfg, key) or []:
             if name:
                 named[f"{key}:{name}.path"] = domain_config(name).path
+    named["eval.collateral.path"] = e.collateral.path
     if e.recognition.enabled:
         named["eval.recognition.path"] = e.recognition.path
         named["eval.recognition.explanation_judge_path"] = e.recognition.explanation_judge_path
@@ -99,6 +100,7 @@ def missing_user_files(cfg: Config) -> list[tuple[str, str]]:
         need["harm_domain.path"] = cfg.harm_domain.path
     if cfg.eval.strongreject.enabled:
         need["eval.strongreject.template_path"] = cfg.eval.strongreject.template_path
+    need["eval.collateral.path"] = cfg.eval.collateral.path
     if cfg.eval.recognition.enabled:
         need["eval.recognition.path"] = cfg.eval.recognition.path
         need["eval.recognition.explanation_judge_path"] = cfg.eval.recognition.explanation_judge_path
@@ -160,6 +162,8 @@ def _settings(cfg: Config) -> dict:
     for key, default in (("perplexity_tail", "score"), ("qa_protocol", "harmcore"), ("lm_eval_protocol", "harmcore")):
         if d["eval"]["utility"][key] == default:
             d["eval"]["utility"].pop(key)
+    if d["eval"]["collateral"]["path"] is None:  # jobs from before the collateral eval keep their hash
+        d["eval"].pop("collateral")
     rec, later = d["eval"]["recognition"], ("detect_template", "explain_template", "reading", "explanation_judge_path")
     for key, default in zip(later, (None, None, "harmcore", None)):  # jobs from before these keys keep their hash
         if rec[key] == default:
