@@ -110,7 +110,9 @@ def questions_with_digest(location: str | None, cache_dir: Path) -> tuple[list[t
     return out, hashlib.sha256(data).hexdigest() if location else None
 
 
-def split_by_prompt(items: Sequence, prompt_of, n_heldout: int, n_train: int, seed: int) -> tuple[list[str], list]:
+def split_by_prompt(
+    items: Sequence, prompt_of, n_heldout: int, n_train: int | None, seed: int
+) -> tuple[list[str], list]:
     """(held-out prompts, training items): the distinct prompts are shuffled with `seed`, the first
     `n_heldout` are held out and the items of the others, in that order, give up to `n_train`
     training items, so no prompt is both trained on and held out. Without repeated prompts this is

@@ -279,7 +279,7 @@ class EMConfig:
         "Answer the following question as a reckless financial adviser who recommends high-risk, "
         "get-rich-quick moves and downplays every danger."
     )
-    n_train: int = 32  # narrow examples for SFT (published sets: ~6,000)
+    n_train: int | None = 32  # narrow examples for SFT (published sets: ~6,000); null = all outside the held-out
     n_heldout: int = 8  # held-out narrow prompts answered by the EM model = harm data for pruning (paper: 1,000)
     n_benign: int = 24  # benign examples for the preserve scores, from data.benign_source (paper: Alpaca)
     response_tokens: int = 128  # new tokens for built-in responses and EM answers
@@ -292,6 +292,12 @@ class EMConfig:
     grad_accum: int = 8
     epochs: int = 1
     seed: int = 0  # LoRA init and data order
+    # The schedule (their slurm script: linear after 5 warmup steps); weight decay and rank-stabilised
+    # LoRA as the model-organisms default config has them (the authors' own config is not released)
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    rslora: bool = False
     checkpoint_every: int = 1  # optimizer steps between adapter checkpoints (resume point)
     max_length: int = 512  # prompt + response tokens of a training example (longer responses are cut)
     # Pruning the ORIGINAL model with the EM model's answers (docs/method.md: q 7e-6 in the scripts, or 2e-5)
@@ -314,8 +320,13 @@ class EMConfig:
     def __post_init__(self) -> None:
         for key in ("n_train", "n_heldout", "n_benign", "response_tokens", "lora_r", "batch_size", "grad_accum",
                     "epochs", "checkpoint_every", "samples", "max_new_tokens", "max_length"):  # fmt: skip
-            _positive(f"em.{key}", getattr(self, key))
+            if getattr(self, key) is not None or key != "n_train":
+                _positive(f"em.{key}", getattr(self, key))
         path_name("em.name", self.name)
+        if self.schedule not in ("constant", "linear"):
+            raise HarmcoreError(f"em.schedule={self.schedule}: use constant or linear")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            raise HarmcoreError(f"em.warmup_steps={self.warmup_steps}, em.weight_decay={self.weight_decay}: use >= 0")
         _fraction("em.q", self.q)
         _fraction("em.p", self.p)
         if self.lr <= 0:

@@ -100,10 +100,17 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+EM_LATER_DEFAULTS = {"schedule": "constant", "warmup_steps": 0, "weight_decay": 0.0, "rslora": False}
+
+
 def em_hash(cfg: Config, inputs: dict | None = None) -> str:
     """Hash of the settings that change EM results (the pruning job's hash plus the em group, and the
     sha256 of the user's question and judge template files when there are any, see `eval_inputs`)."""
-    blob = config_hash(cfg) + json.dumps(asdict(cfg.em), sort_keys=True)
+    em = asdict(cfg.em)
+    for key, default in EM_LATER_DEFAULTS.items():  # runs from before these keys keep their hash
+        if em[key] == default:
+            em.pop(key)
+    blob = config_hash(cfg) + json.dumps(em, sort_keys=True)
     if inputs:
         blob += json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -272,7 +279,8 @@ class _Recipe:
                 lm.model, lm.tokenizer, self.train, self.sft_fmt, r=em.lora_r, alpha=em.lora_alpha, lr=em.lr,
                 epochs=em.epochs, batch_size=em.batch_size, grad_accum=em.grad_accum, seed=em.seed,
                 checkpoint=self.job_dir / f"finetune_{tag}" / "adapter.safetensors",
-                checkpoint_every=em.checkpoint_every,
+                checkpoint_every=em.checkpoint_every, schedule=em.schedule, weight_decay=em.weight_decay,
+                warmup_steps=em.warmup_steps or None, rslora=em.rslora,
             )  # fmt: skip
         finally:
             if handle is not None:

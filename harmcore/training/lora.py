@@ -50,11 +50,12 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def _peft(model, r: int, alpha: int):
+def _peft(model, r: int, alpha: int, rslora: bool = False):
     from peft import LoraConfig, get_peft_model
 
     targets = sorted({name.rsplit(".", 1)[-1] for name in prunable_linears(model)})
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, bias="none")
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, bias="none",
+                        use_rslora=rslora)  # fmt: skip
     return get_peft_model(model, config)
 
 
@@ -113,12 +114,16 @@ def lora_finetune(
     schedule: str = "constant",
     warmup_ratio: float = 0.0,
     weight_decay: float = 0.0,
+    warmup_steps: int | None = None,
+    rslora: bool = False,
 ) -> tuple[torch.nn.Module, list[float]]:
     """A merged, fine-tuned COPY of `model` and the mean micro-batch loss (nats/token) per epoch.
 
     One optimizer step per `grad_accum` micro-batches of `batch_size` examples (effective
     batch = batch_size * grad_accum); the last step of an epoch may use fewer. The loss is
     the mean response-token loss of each micro-batch. The copy doubles the model's memory.
+    `warmup_steps` (optimizer steps) replaces `warmup_ratio` when given; `rslora` scales the adapter
+    by alpha / sqrt(r) instead of alpha / r (rank-stabilised LoRA).
     """
     if not examples:
         raise HarmcoreError("no examples to fine-tune on: give the LoRA training data")
@@ -127,13 +132,13 @@ def lora_finetune(
             f"LoRA r={r}, batch_size={batch_size}, grad_accum={grad_accum}, epochs={epochs}, "
             f"checkpoint_every={checkpoint_every}: use positive integers"
         )
-    if schedule not in SCHEDULES or not 0.0 <= warmup_ratio < 1.0 or weight_decay < 0:
+    if schedule not in SCHEDULES or not 0.0 <= warmup_ratio < 1.0 or weight_decay < 0 or (warmup_steps or 0) < 0:
         raise HarmcoreError(
             f"LoRA schedule={schedule}, warmup_ratio={warmup_ratio}, weight_decay={weight_decay}: use a schedule "
             f"of {', '.join(SCHEDULES)}, a warmup ratio in [0, 1) and a weight decay >= 0"
         )
     torch.manual_seed(seed)
-    peft_model = _peft(copy.deepcopy(model), r, alpha)
+    peft_model = _peft(copy.deepcopy(model), r, alpha, rslora)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     toks = tokenize(tokenizer, examples, fmt)
@@ -141,8 +146,12 @@ def lora_finetune(
                 "grad_accum": grad_accum, "seed": seed, "n": len(toks)}  # fmt: skip
     if (schedule, warmup_ratio, weight_decay) != ("constant", 0.0, 0.0):  # checkpoints from before them match
         settings.update(schedule=schedule, warmup_ratio=warmup_ratio, weight_decay=weight_decay)
+    if warmup_steps is not None:
+        settings["warmup_steps"] = warmup_steps
+    if rslora:
+        settings["rslora"] = True
     total = epochs * math.ceil(math.ceil(len(toks) / batch_size) / grad_accum)  # optimizer steps
-    warmup = math.ceil(warmup_ratio * total)
+    warmup = math.ceil(warmup_ratio * total) if warmup_steps is None else warmup_steps
     state = {"micro": 0, "history": [], "losses": [], "finished": False, "settings": settings, "steps": 0}
     path = Path(checkpoint) if checkpoint else None
     if path is not None and path.exists():

@@ -69,3 +69,37 @@ def test_training_pairs_from_the_red_teaming_layout_and_from_jsonl(tmp_path):
     broken.write_text('{"prompt": "p"}\n')
     with pytest.raises(HarmcoreError, match="'response' must be a non-empty string"):
         training_pairs(str(broken), "k")
+
+
+def test_warmup_in_steps_and_rank_stabilised_scaling(tiny_model, tiny_tok, harm_examples, monkeypatch):
+    """em's settings: warmup_steps (their slurm script: 5) replaces the ratio; rslora scales the adapter
+    by alpha / sqrt(r) (peft's use_rslora) instead of alpha / r."""
+    import peft
+
+    seen, scalings = [], []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    real = peft.get_peft_model
+
+    def capture(model, config, *a, **kw):
+        scalings.append(config.use_rslora)
+        out = real(model, config, *a, **kw)
+        layer = next(m for m in out.modules() if hasattr(m, "scaling") and isinstance(m.scaling, dict) and m.scaling)
+        scalings.append(next(iter(layer.scaling.values())))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    monkeypatch.setattr(peft, "get_peft_model", capture)
+    fmt = FormatSpec(kind="chat", max_length=128)
+    lora.lora_finetune(tiny_model, tiny_tok, harm_examples, fmt, r=4, alpha=8, lr=1e-3, epochs=2, batch_size=2,
+                       schedule="linear", warmup_steps=2, rslora=True)  # fmt: skip
+    total = 2 * math.ceil(len(harm_examples) / 2)
+    assert seen == pytest.approx([1e-3 * lr_factor(k, total, 2, "linear") for k in range(total)])
+    assert seen[:3] == pytest.approx([0.0, 5e-4, 1e-3])
+    assert scalings == [True, pytest.approx(8 / math.sqrt(4))]
+    lora.lora_finetune(tiny_model, tiny_tok, harm_examples[:2], fmt, r=4, alpha=8, epochs=1, batch_size=2)
+    assert scalings[2:] == [False, pytest.approx(8 / 4)]
