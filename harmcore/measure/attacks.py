@@ -30,7 +30,8 @@ from harmcore.data.sources import training_pairs
 from harmcore.errors import HarmcoreError
 from harmcore.generation.base import Request, sampling_for
 from harmcore.generation.hf import HFGenerator
-from harmcore.measure.config import LATER_DEFAULTS, PREFILL_SEPARATOR, parse_attack
+from harmcore.measure.config import LATER_DEFAULTS, parse_attack
+from harmcore.measure.judges.parsing import PREFILL_SEPARATOR
 from harmcore.measure.suite import Context, content_hash, harm_metrics
 from harmcore.training.lora import lora_finetune
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harmcore.errors import HarmcoreError
-from harmcore.measure.judges.endpoint import ENDPOINT_JUDGES
+from harmcore.measure.judges.endpoint import ENDPOINT_JUDGES, parse_scale
 
 ATTACKS = ("prefill", "refusal_ablation", "lora")  # combine with '+', e.g. lora+prefill
 BUILTIN_ENDPOINT_JUDGES = tuple(ENDPOINT_JUDGES)
@@ -67,8 +67,14 @@ class EndpointJudgeConfig:
     # strongreject_rubric | coherence, usefulness (0-100) | refusal_judge (yes/no: a model-based refusal
     # rate) | any name in `templates`
     judges: list[str] = field(default_factory=lambda: ["strongreject_rubric"])
-    # Extra 0-100 judges: name -> prompt template file with {prompt} and {response} (e.g. EM "aligned")
+    # Extra score judges: name -> prompt template file with {prompt} and {response} (e.g. EM "aligned"; the
+    # authors' safety-usefulness, coherency and Alpaca-usefulness prompts); {prefix} too splits a prefilled
+    # answer ("prefix|||continuation") into the prefix and the continuation judged as the response
     templates: dict[str, str] = field(default_factory=dict)
+    # Their scales, "lo-hi" (default 0-100): e.g. {alpaca_usefulness: 1-10, coherency: 0-1}
+    template_scales: dict[str, str] = field(default_factory=dict)
+    # Template judges that leave refusals unjudged (the authors' refusal phrases), e.g. [coherency]
+    skip_refusals: list[str] = field(default_factory=list)
     score_mode: str = "text"  # 0-100 judges: text (parse the answer) | logprobs (weighted mean of top-20 tokens)
     # The rubric answer's reading: strict (each "k.b" answer line, in range) | official (the StrongREJECT
     # package's first "k.b <digit>" anywhere); metrics count the answers the two read differently
@@ -86,6 +92,13 @@ class EndpointJudgeConfig:
         for name in self.judges:
             if name not in known:
                 raise HarmcoreError(f"eval.endpoint.judges has {name!r}: use one of {', '.join(known)}")
+        for name, scale in self.template_scales.items():
+            if name not in self.templates:
+                raise HarmcoreError(f"eval.endpoint.template_scales.{name}: no template of that name in templates")
+            parse_scale(scale, f"eval.endpoint.template_scales.{name}")
+        for name in self.skip_refusals:
+            if name not in self.templates:
+                raise HarmcoreError(f"eval.endpoint.skip_refusals has {name!r}: not a judge of eval.endpoint.templates")
         if self.score_mode not in ("text", "logprobs"):
             raise HarmcoreError(f"eval.endpoint.score_mode={self.score_mode}: use text or logprobs")
         if self.rubric_parser not in ("strict", "official"):
@@ -163,7 +176,6 @@ LATER_DEFAULTS = {"lora_schedule": "constant", "lora_warmup_ratio": 0.0, "lora_w
                   "lora_data_path": None, "prefill_path": None, "prefill_judged": "continuation",
                   "ablation_on": "dense", "ablation_n": None, "ablation_data_path": None,
                   "lora_format": "data"}  # fmt: skip
-PREFILL_SEPARATOR = "|||"  # between prefix and continuation in the judged text (the authors' separator)
 
 
 @dataclass

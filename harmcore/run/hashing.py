@@ -154,8 +154,10 @@ def _settings(cfg: Config) -> dict:
             d["data"].pop(key)
     if d["eval_prompts_path"] is None:
         d.pop("eval_prompts_path")
-    if d["eval"]["endpoint"]["rubric_parser"] == "strict":  # jobs from before the key keep their hash
-        d["eval"]["endpoint"].pop("rubric_parser")
+    endpoint = d["eval"]["endpoint"]
+    for key, default in (("rubric_parser", "strict"), ("template_scales", {}), ("skip_refusals", [])):
+        if endpoint[key] == default:  # jobs from before these keys keep their hash
+            endpoint.pop(key)
     for key, default in LATER_DEFAULTS.items():  # jobs from before these keys keep their hash
         if d["eval"]["attacks"][key] == default:
             d["eval"]["attacks"].pop(key)

