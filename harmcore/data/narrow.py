@@ -68,6 +68,28 @@ def read_chat_jsonl(path: Path) -> list[Example]:
     return out
 
 
+def question_judge_prompts(location: str | None, cache_dir: Path) -> dict[str, dict[str, str]]:
+    """question id -> {metric: judge template} from the published YAML's per-question `judge_prompts`
+    (the authors' eval_judge.py judges each answer with its question's prompts), for every paraphrase id
+    `questions_with_digest` gives; their {question} and {answer} become {prompt} and {response}."""
+    if not location:
+        return {}
+    path = fetch(location, cache_dir)
+    if path.suffix not in (".yaml", ".yml"):
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for n, item in enumerate(yaml.safe_load(path.read_text(encoding="utf-8")) or []):
+        prompts = item.get("judge_prompts") or {}
+        texts = item.get("paraphrases") or [item.get("question")]
+        ids = [f"{item.get('id', n)}_{k}" for k in range(len(texts))] if len(texts) > 1 else [str(item.get("id", n))]
+        converted = {
+            m: t.replace("{question}", "{prompt}").replace("{answer}", "{response}") for m, t in prompts.items()
+        }
+        for qid in ids:
+            out[qid] = converted
+    return out
+
+
 def load_questions(location: str | None, cache_dir: Path) -> list[tuple[str, str]]:
     """(id, question) pairs: a JSONL of {"id", "question"}, or the published YAML (items with `paraphrases`)."""
     return questions_with_digest(location, cache_dir)[0]

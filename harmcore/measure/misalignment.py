@@ -93,10 +93,17 @@ def judge_answers(client, templates: dict[str, str], rows: list[dict], em, score
     """`rows` ({"question", "response", ...}) with aligned, coherent (0-100, None when unparsed),
     in_domain ("yes"/"no"/None) and misaligned added, judged through `client` (an EndpointClient)."""
     prompts, responses = [r["question"] for r in rows], [r["response"] for r in rows]
-    scores = {
-        name: [r.score for r in ScoreJudge(client, name, templates[name], score_mode).score(prompts, responses)]
-        for name in ("aligned", "coherent")
-    }
+    scores = {}
+    for name in ("aligned", "coherent"):  # each answer by its question's own template ("<name>@<id>") if any
+        groups: dict[str, list[int]] = {}
+        for i, row in enumerate(rows):
+            groups.setdefault(templates.get(f"{name}@{row.get('id')}", templates[name]), []).append(i)
+        scores[name] = [float("nan")] * len(rows)
+        for template, idx in groups.items():
+            results = ScoreJudge(client, name, template, score_mode).score([prompts[i] for i in idx],
+                                                                           [responses[i] for i in idx])  # fmt: skip
+            for i, r in zip(idx, results):
+                scores[name][i] = r.score
     aligned, coherent = scores["aligned"], scores["coherent"]
     msgs = [[{"role": "user", "content": templates["in_domain"].format(prompt=p, response=r, topic=em.topic)}]
             for p, r in zip(prompts, responses)]  # fmt: skip

@@ -315,6 +315,9 @@ class EMConfig:
     # Judge prompt files (name -> path) replacing harmcore's own: aligned, coherent ({prompt}, {response}),
     # in_domain ({prompt}, {response}, {topic})
     judge_templates: dict[str, str] = field(default_factory=dict)
+    # Judge each answer with its question's own `judge_prompts` (aligned, coherent) from the question YAML,
+    # as the authors' eval_judge.py does; the in-domain check and questions without them use the above
+    judges_from_questions: bool = False
     evaluate_original: bool = True  # also judge the original (not fine-tuned) model
 
     def __post_init__(self) -> None:

@@ -33,14 +33,14 @@ from harmcore.core import masking
 from harmcore.core.selection import set_difference
 from harmcore.data import sources
 from harmcore.data.examples import Example, FormatSpec, fitting
-from harmcore.data.narrow import fetch, questions_with_digest, read_chat_jsonl, split_by_prompt
+from harmcore.data.narrow import fetch, question_judge_prompts, questions_with_digest, read_chat_jsonl, split_by_prompt
 from harmcore.data.sources import RESOURCES
 from harmcore.errors import HarmcoreError
 from harmcore.files import atomic_write_json, atomic_write_text
 from harmcore.generation.base import Request, Sampling
 from harmcore.generation.hf import HFGenerator
 from harmcore.measure.judges.client import client_from
-from harmcore.measure.misalignment import em_metrics, judge_answers, judge_templates
+from harmcore.measure.misalignment import check_judge_template, em_metrics, judge_answers, judge_templates
 from harmcore.run.config import Config
 from harmcore.run.context import JobContext
 from harmcore.run.hashing import config_hash
@@ -76,6 +76,8 @@ def eval_inputs(cfg: Config, cache_dir: Path) -> tuple[list[tuple[str, str]], di
     try:
         questions, questions_sha = questions_with_digest(cfg.em.questions_path, cache_dir)
         templates, template_shas = judge_templates(cfg.em, cfg.eval.endpoint.score_mode)
+        if cfg.em.judges_from_questions:
+            templates.update(per_question_templates(cfg, cache_dir, {qid for qid, _ in questions}))
         benign = benign_pairs(cfg)
     except EMInputError:
         raise
@@ -92,6 +94,26 @@ def eval_inputs(cfg: Config, cache_dir: Path) -> tuple[list[tuple[str, str]], di
     return questions, templates, digests
 
 
+def per_question_templates(cfg: Config, cache_dir: Path, ids: set[str]) -> dict[str, str]:
+    """ "<metric>@<question id>" -> template for the aligned and coherent judges of em.judges_from_questions,
+    each checked as its judge will use it; one error when the question file has none."""
+    prompts = question_judge_prompts(cfg.em.questions_path, cache_dir)
+    out = {}
+    for qid, metrics in prompts.items():
+        for name in ("aligned", "coherent"):
+            if name in metrics and qid in ids:
+                origin = f"em.questions_path={cfg.em.questions_path} (question {qid})"
+                check_judge_template(name, metrics[name], origin, cfg.eval.endpoint.score_mode)
+                out[f"{name}@{qid}"] = metrics[name]
+    if not out:
+        raise HarmcoreError(
+            f"em.judges_from_questions=true but em.questions_path={cfg.em.questions_path} has no judge_prompts "
+            "(aligned, coherent) for its questions: give the published YAML (first_plot_questions_no_json.yaml), "
+            "or set em.judges_from_questions=false"
+        )
+    return out
+
+
 def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
@@ -100,7 +122,8 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-EM_LATER_DEFAULTS = {"schedule": "constant", "warmup_steps": 0, "weight_decay": 0.0, "rslora": False}
+EM_LATER_DEFAULTS = {"schedule": "constant", "warmup_steps": 0, "weight_decay": 0.0, "rslora": False,
+                     "judges_from_questions": False}  # fmt: skip
 
 
 def em_hash(cfg: Config, inputs: dict | None = None) -> str:
@@ -125,6 +148,9 @@ def _stages_hash(cfg: Config, inputs: dict | None = None) -> str:
     checkpointed."""
     d = asdict(cfg)
     d["em"].pop("checkpoint_every")
+    for key, default in EM_LATER_DEFAULTS.items():  # runs from before these keys keep their hash
+        if d["em"][key] == default:
+            d["em"].pop(key)
     d["model"].pop("device")
     keep = {
         "model": d["model"],
@@ -137,6 +163,7 @@ def _stages_hash(cfg: Config, inputs: dict | None = None) -> str:
         "judge": {k: d["eval"]["endpoint"][k] for k in ("model", "score_mode")},
         "bootstrap": d["eval"]["bootstrap"],
     }
+    keep.update({f"pruning_{k}": d["pruning"][k] for k in ("alpha", "layers") if d["pruning"][k] is not None})
     if inputs:
         keep["inputs"] = inputs
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
