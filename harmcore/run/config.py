@@ -26,6 +26,7 @@ from harmcore.measure.config import (
 from harmcore.models.config import ModelConfig
 
 TARGETS = ("harm", "detection", "explanation", "refusal")  # data.target: harmcore.run.targets
+EM_ORDERINGS = ("finetune_then_prune", "reprune")  # em.orderings: harmcore.run.em
 
 
 def _fraction(name: str, value: float) -> None:
@@ -319,6 +320,11 @@ class EMConfig:
     # as the authors' eval_judge.py does; the in-domain check and questions without them use the above
     judges_from_questions: bool = False
     evaluate_original: bool = True  # also judge the original (not fine-tuned) model
+    # Orderings of pruning and fine-tuning evaluated beside prune-then-fine-tune (the authors' options):
+    # finetune_then_prune (the dense fine-tune, pruned after with the same mask: "ft_then_pruned") and
+    # reprune (the pruned fine-tune, rescored on itself with the EM answers and pruned again with em.q and
+    # em.p: "pruned_ft_repruned")
+    orderings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for key in ("n_train", "n_heldout", "n_benign", "response_tokens", "lora_r", "batch_size", "grad_accum",
@@ -328,6 +334,9 @@ class EMConfig:
         path_name("em.name", self.name)
         if self.schedule not in ("constant", "linear"):
             raise HarmcoreError(f"em.schedule={self.schedule}: use constant or linear")
+        for o in self.orderings:
+            if o not in EM_ORDERINGS:
+                raise HarmcoreError(f"em.orderings has {o!r}: use {' and/or '.join(EM_ORDERINGS)}")
         if self.warmup_steps < 0 or self.weight_decay < 0:
             raise HarmcoreError(f"em.warmup_steps={self.warmup_steps}, em.weight_decay={self.weight_decay}: use >= 0")
         _fraction("em.q", self.q)

@@ -31,6 +31,7 @@ import torch
 
 from harmcore.core import masking
 from harmcore.core.selection import set_difference
+from harmcore.core.weights import fingerprint
 from harmcore.data import sources
 from harmcore.data.examples import Example, FormatSpec, fitting
 from harmcore.data.narrow import fetch, question_judge_prompts, questions_with_digest, read_chat_jsonl, split_by_prompt
@@ -46,7 +47,7 @@ from harmcore.run.context import JobContext
 from harmcore.run.hashing import config_hash
 from harmcore.run.provenance import provenance
 from harmcore.run.scores import scores_cached
-from harmcore.run.session import Session
+from harmcore.run.session import LoadedModel, Session
 from harmcore.training.lora import lora_finetune
 
 log = logging.getLogger("harmcore.em")
@@ -123,7 +124,9 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 EM_LATER_DEFAULTS = {"schedule": "constant", "warmup_steps": 0, "weight_decay": 0.0, "rslora": False,
-                     "judges_from_questions": False}  # fmt: skip
+                     "judges_from_questions": False, "orderings": []}  # fmt: skip
+# The model each ordering of em.orderings evaluates
+ORDERING_TAGS = {"finetune_then_prune": "ft_then_pruned", "reprune": "pruned_ft_repruned"}
 
 
 def em_hash(cfg: Config, inputs: dict | None = None) -> str:
@@ -218,6 +221,9 @@ def run_em(cfg: Config, job_dir: str | Path, session: Session | None = None) -> 
     mask_info = ctx.stages.marked("mask", recipe.mask_stage)
     recipe.mask = masking.load(job_dir / "mask.safetensors")
     pruned_train = recipe.train_stage("pruned", recipe.mask)
+    if "reprune" in cfg.em.orderings:
+        mask_info["reprune"] = ctx.stages.marked("mask_reprune", recipe.reprune_mask_stage)
+        recipe.mask_reprune = masking.load(job_dir / "mask_reprune.safetensors")
     results = recipe.evaluate(questions, templates)
     em = cfg.em
     metrics = {
@@ -234,6 +240,7 @@ def run_em(cfg: Config, job_dir: str | Path, session: Session | None = None) -> 
         "em_rate_dense_ft_ci": results["dense_ft"]["em_rate_ci"],
         "em_rate_pruned_ft": results["pruned_ft"]["em_rate"],
         "em_rate_pruned_ft_ci": results["pruned_ft"]["em_rate_ci"],
+        **{f"em_rate_{ORDERING_TAGS[o]}": results[ORDERING_TAGS[o]]["em_rate"] for o in em.orderings},
         "stages": ctx.stages.status,
         "seconds": {**ctx.stages.seconds, "total": round(time.perf_counter() - start, 3)},
     }
@@ -255,6 +262,7 @@ class _Recipe:
         self.train: list[Example] = []
         self.heldout: list[str] = []
         self.mask = None
+        self.mask_reprune = None
         self.tuned: dict[str, tuple] = {}
 
     def narrow_data(self) -> dict:
@@ -340,12 +348,7 @@ class _Recipe:
         """The set-difference mask on the ORIGINAL model: harm = the EM model's answers, preserve = benign data."""
         cfg, em, lm, ctx = self.cfg, self.em, self.lm, self.ctx
         harm = [Example(r["prompt"], r["response"]) for r in _read_jsonl(self.job_dir / "em_answers.jsonl")]
-        pairs = benign_pairs(cfg)
-        if pairs is None:  # harmcore's instructions, answered by the original model
-            benign_prompts = sources.benign_builtin()[: em.n_benign]
-            replies = ctx.generate(lm, benign_prompts, self.greedy, "dense", "em_benign_responses")
-            pairs = list(zip(benign_prompts, replies))
-        benign = [Example(p.text, r) for p, r in pairs if r.strip()]
+        benign = [Example(p.text, r) for p, r in self._benign() if r.strip()]
         harm, benign = fitting(lm.tokenizer, harm, ctx.fmt), fitting(lm.tokenizer, benign, ctx.fmt)
         harm_scores = scores_cached(ctx, lm, harm, cfg.scorer.harm_method, "scores_em_harm")
         preserve = None
@@ -357,19 +360,66 @@ class _Recipe:
         return {"n_pruned": mask.n_pruned, "sparsity_achieved": mask.sparsity, "q": em.q, "p": em.p,
                 "n_harm": len(harm), "n_benign": len(benign), "benign_source": cfg.data.benign_source}  # fmt: skip
 
+    def reprune_mask_stage(self) -> dict:
+        """The second mask of the reprune ordering: the pruned fine-tune (merged) scored on itself with the
+        same EM answers and benign data, set difference with em.q and em.p."""
+        cfg, em, ctx = self.cfg, self.em, self.ctx
+        model, _ = self.finetune("pruned", self.mask)
+        tuned = LoadedModel(model, self.lm.tokenizer, self.lm.spec, fingerprint(model))
+        harm = [Example(r["prompt"], r["response"]) for r in _read_jsonl(self.job_dir / "em_answers.jsonl")]
+        harm = fitting(tuned.tokenizer, harm, ctx.fmt)
+        harm_scores = scores_cached(ctx, tuned, harm, cfg.scorer.harm_method, "scores_reprune_harm")
+        preserve = None
+        if cfg.scorer.preserve_method and em.p > 0:
+            benign = [Example(p.text, r) for p, r in self._benign() if r.strip()]
+            benign = fitting(tuned.tokenizer, benign, ctx.fmt)
+            preserve = scores_cached(ctx, tuned, benign, cfg.scorer.preserve_method, "scores_reprune_preserve")
+        mask = set_difference(harm_scores, preserve, em.q, em.p, cfg.pruning.ranking)
+        mask = masking.with_options(mask, cfg.pruning.alpha, cfg.pruning.layers)
+        masking.save(mask, self.job_dir / "mask_reprune.safetensors", tuned.made_on())
+        return {"n_pruned": mask.n_pruned, "sparsity_achieved": mask.sparsity,
+                "overlap_with_first": self.mask.intersect(mask).n_pruned}  # fmt: skip
+
+    def _benign(self):
+        pairs = benign_pairs(self.cfg)
+        if pairs is None:  # harmcore's instructions, answered by the original model
+            benign_prompts = sources.benign_builtin()[: self.em.n_benign]
+            replies = self.ctx.generate(self.lm, benign_prompts, self.greedy, "dense", "em_benign_responses")
+            pairs = list(zip(benign_prompts, replies))
+        return pairs
+
+    def model_of(self, tag: str):
+        """The model an evaluation tag names (merged fine-tunes, pruned as its ordering says)."""
+        if tag == "original":
+            return self.lm.model
+        if tag == "dense_ft":
+            return self.finetune("dense", None)[0]
+        if tag == "pruned_ft":
+            return self.finetune("pruned", self.mask)[0]
+        if tag == "ft_then_pruned":  # fine-tune, then prune with the mask of the original model
+            model = self.finetune("dense", None)[0]
+            masking.apply(model, self.mask)  # the merged copy: the original stays dense
+            self.tuned.pop("dense", None)  # no one else may use the now pruned copy
+            return model
+        if tag == "pruned_ft_repruned":  # prune, fine-tune, rescore and prune again
+            model = self.finetune("pruned", self.mask)[0]
+            masking.apply(model, self.mask_reprune)
+            self.tuned.pop("pruned", None)
+            return model
+        raise HarmcoreError(f"no model for evaluation tag {tag!r}")
+
     def evaluate(self, questions, templates) -> dict:
         """Sample, then judge (two stages per model, so a kill mid-judging keeps the samples)."""
         cfg, em = self.cfg, self.em
         sampling = Sampling(max_new_tokens=em.max_new_tokens, temperature=em.temperature, seed=cfg.seed)
         client = client_from(cfg.eval.endpoint, self.ctx.cache_dir)
         tags = (["original"] if em.evaluate_original else []) + ["dense_ft", "pruned_ft"]
+        tags += [ORDERING_TAGS[o] for o in em.orderings]
         results = {}
         for tag in tags:
 
             def sample(tag=tag) -> dict:
-                model = self.lm.model
-                if tag != "original":
-                    model, _ = self.finetune("dense", None) if tag == "dense_ft" else self.finetune("pruned", self.mask)
+                model = self.model_of(tag)
                 outs = self._generator(model).sample([Request(q) for _, q in questions], sampling, em.samples)
                 rows = [{"id": qid, "question": q, "sample": k, "response": r}
                         for (qid, q), rs in zip(questions, outs) for k, r in enumerate(rs)]  # fmt: skip

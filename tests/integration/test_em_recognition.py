@@ -89,6 +89,48 @@ def test_em_pipeline_resumes_after_a_kill_between_stages(served_tiny, tmp_path):
     assert files() == before  # not even a FAILED marker: the folder belongs to the other run
 
 
+def test_both_orderings_with_fine_tuning_run_and_resume_after_a_kill(served_tiny, tmp_path):
+    """em.orderings: fine-tune then prune, and prune, fine-tune, rescore and prune again, beside the
+    recipe's prune then fine-tune; killed after the second mask, the rerun resumes every finished stage."""
+    import torch
+
+    from harmcore.core import masking
+
+    out = tmp_path / "em"
+    args = [*em_args(served_tiny, out), "em.orderings=[finetune_then_prune,reprune]", "em.evaluate_original=false"]
+    proc = popen(args)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "[em] stage mask_reprune done" in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(lines)[-2000:]
+    done = {p.stem: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
+    assert {"finetune_dense", "mask", "finetune_pruned", "mask_reprune"} <= set(done)
+    rerun = popen(args)
+    log = rerun.communicate(timeout=600)[0]
+    assert rerun.returncode == 0, log[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    for stage, mtime in done.items():
+        assert m["stages"][stage] == "resumed" and (out / "stages" / f"{stage}.json").stat().st_mtime_ns == mtime
+    for tag in ("dense_ft", "pruned_ft", "ft_then_pruned", "pruned_ft_repruned"):
+        assert m[tag]["n"] == 16 and m["stages"][f"judge_{tag}"] == "computed"
+    assert m["em_rate_ft_then_pruned"] == m["ft_then_pruned"]["em_rate"]
+
+    def samples(tag):
+        return [json.loads(x)["response"] for x in (out / "eval" / f"{tag}_samples.jsonl").read_text().splitlines()]
+
+    # the same seeds: pruning after fine-tuning (and pruning again) changes what the models write
+    assert samples("ft_then_pruned") != samples("dense_ft") and samples("pruned_ft_repruned") != samples("pruned_ft")
+    first, second = masking.load(out / "mask.safetensors"), masking.load(out / "mask_reprune.safetensors")
+    assert second.n_pruned == m["mask"]["reprune"]["n_pruned"] > 0
+    assert m["mask"]["reprune"]["overlap_with_first"] == first.intersect(second).n_pruned
+    # the second mask is another selection than the first: it scored the fine-tuned, pruned model
+    assert any(not torch.equal(first.indices.get(n, torch.empty(0)), i) for n, i in second.indices.items())
+
+
 def test_dissociation_sweep_recognition_before_and_after_each_target(served_tiny, tmp_path):
     """experiment=dissociation: prune with harm, detection, explanation and refusal data; every job
     measures detection and explanation (judged by the real server) dense and pruned; the report is
