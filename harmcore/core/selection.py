@@ -176,18 +176,19 @@ def _global_topk(scores: dict[str, torch.Tensor], k: int) -> dict[str, torch.Ten
 
 
 def _per_row_topk(s: torch.Tensor, frac: float) -> torch.Tensor:
+    """Each row's top floor(frac * cols); ties at a row's cut go to lower columns (as every ranking)."""
     rows, cols = s.shape
     k = int(frac * cols)
     if k <= 0:
         return torch.empty(0, dtype=torch.long, device=s.device)
-    if k * 8 < cols:
-        # topk reads each row once; a full row sort costs log(cols) passes. Exact ties at
-        # the cut (rare for gradient scores) are broken by topk, deterministically per device.
-        order = torch.topk(s, k, dim=1).indices
-    else:  # a stable sort keeps lower column indices first among ties
-        order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :k]
-    flat = order + torch.arange(rows, device=s.device).unsqueeze(1) * cols
-    return flat.reshape(-1).sort().values
+    if k >= cols:
+        return torch.arange(s.numel(), device=s.device)
+    kth = torch.topk(s, k, dim=1).values[:, -1:]  # each row's k-th largest value
+    above, ties = s > kth, s == kth
+    wanted = k - above.sum(dim=1, keepdim=True)  # ties each row takes
+    if bool((ties.sum(dim=1, keepdim=True) > wanted).any()):  # more ties than places: lower columns first
+        ties &= torch.cumsum(ties.to(torch.int32), dim=1) <= wanted
+    return torch.nonzero((above | ties).reshape(-1)).flatten()
 
 
 def _top(scores: dict[str, torch.Tensor], frac: float, ranking: str) -> dict[str, torch.Tensor]:

@@ -136,8 +136,17 @@ class ScorerConfig:
     # false: computed scores stay in memory only (an 8B model's fp32 scores take ~28 GB per set on
     # disk); cached ones are still read. Does not change results: not in the job hash.
     cache: bool = True
+    # What the cache keeps: full (one score per weight) | top (what selection reads: each ranking unit's
+    # top store_q harm and top pruning.p preserve scores with their ties, tens of MB for an 8B model at
+    # q = 1e-3; masks identical for every q <= store_q; a larger q computes the full scores again)
+    store: str = "full"
+    store_q: float | None = None  # the largest q the compact harm scores serve; null = the job's largest q
 
     def __post_init__(self) -> None:
+        if self.store not in ("full", "top"):
+            raise HarmcoreError(f"scorer.store={self.store}: use full or top")
+        if self.store_q is not None:
+            _fraction("scorer.store_q", self.store_q)
         for key in ("harm_method", "preserve_method"):
             value = getattr(self, key)
             if value is not None and value not in SCORERS:

@@ -138,7 +138,8 @@ def _settings(cfg: Config) -> dict:
     for key, default in (("decoding", "explicit"), ("base_prompt", "qa")):
         if d["generation"][key] == default:
             d["generation"].pop(key)
-    d["scorer"].pop("cache", None)  # where scores are kept, not what they are
+    for key in ("cache", "store", "store_q"):  # where and how scores are kept, not what they are
+        d["scorer"].pop(key, None)
     for key in ("alpha", "layers"):  # jobs from before these keys keep their hash
         if d["pruning"][key] is None:
             d["pruning"].pop(key)

@@ -164,10 +164,12 @@ def _run_stages(ctx: JobContext, job_dir: Path, chash: str, q_max: float | None)
         client_from(cfg.eval.endpoint, ctx.cache_dir).probe()
     data = prepare_data(ctx, lm)
     keep = score_slots(cfg)
-    harm = scores_cached(ctx, lm, data.harm_calibration, cfg.scorer.harm_method, "scores_harm", keep)
+    q_cover = cfg.scorer.store_q or max(q_max or 0.0, cfg.sparsity)  # the largest q the stored top must serve
+    harm = scores_cached(ctx, lm, data.harm_calibration, cfg.scorer.harm_method, "scores_harm", keep, top=q_cover)
     preserve = None
     if cfg.scorer.preserve_method and cfg.pruning.p > 0:
-        preserve = scores_cached(ctx, lm, data.benign_calibration, cfg.scorer.preserve_method, "scores_preserve", keep)
+        preserve = scores_cached(ctx, lm, data.benign_calibration, cfg.scorer.preserve_method, "scores_preserve", keep,
+                                 top=cfg.pruning.p)  # fmt: skip
     t = time.perf_counter()
     shared_sizes = None
     if not cfg.intersect_domains:

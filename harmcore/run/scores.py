@@ -17,7 +17,15 @@ from dataclasses import asdict
 import harmcore
 from harmcore.core import scoring
 from harmcore.core.masking import content_key
-from harmcore.core.score_store import StaleScores, load_scores, save_scores, score_path
+from harmcore.core.score_store import (
+    StaleScores,
+    load_scores,
+    load_top,
+    save_scores,
+    save_top,
+    score_path,
+    top_fraction,
+)
 from harmcore.core.selection import Mask, SetDifference, set_difference
 from harmcore.core.weights import prunable_linears
 from harmcore.data.examples import data_hash
@@ -64,23 +72,63 @@ def score_meta(ctx: JobContext, lm: LoadedModel, examples, method: str, mask_key
 
 def scores_cached(
     ctx: JobContext, lm: LoadedModel, examples, method: str, stage: str, keep: int = MAX_SCORE_SETS,
-    mask_key: str | None = None,
+    mask_key: str | None = None, top: float | None = None,
 ):  # fmt: skip
     """Scores of `method` on `examples`, from the session, from the cache, or computed and cached;
     the last `keep` sets used stay in the session. With `mask_key`, the caller has applied that mask
-    to the model: the scores are the masked model's and are cached under it."""
+    to the model: the scores are the masked model's and are cached under it. With `top` and
+    scorer.store=top, only what a selection of at most that fraction (pruning.ranking) reads is
+    cached (`score_store.save_top`); a later job that needs more computes the full scores again."""
     meta = score_meta(ctx, lm, examples, method, mask_key)
     path = score_path(ctx.cache_dir, meta)
+    compact = top is not None and ctx.cfg.scorer.store == "top"
     start = time.perf_counter()
     held = ctx.session.scores
-    if str(path) in held:
-        ctx.stages.record(stage, "memory", time.perf_counter() - start)
-        held[str(path)] = scores = held.pop(str(path))  # most recently used last
-        return scores
+    for key in [str(path), *([f"{path}@top{f}" for f in _held_fractions(held, path, top)] if compact else [])]:
+        if key in held:
+            ctx.stages.record(stage, "memory", time.perf_counter() - start)
+            held[key] = scores = held.pop(key)  # most recently used last
+            return scores
     with file_lock(path.with_suffix(".lock")):
+        if compact and not path.exists():
+            scores, served = _load_or_compute_top(ctx, lm, examples, method, meta, stage, start, top)
+            remember(held, f"{path}@top{served}" if served is not None else str(path), scores, keep)
+            return scores
         scores = _load_or_compute(ctx, lm, examples, method, path, meta, stage, start)
     remember(held, str(path), scores, keep)
     return scores
+
+
+def _held_fractions(held: dict, path, top: float) -> list[float]:
+    """The fractions of the compact reconstructions of `path` in the session that serve `top`."""
+    prefix = f"{path}@top"
+    return [float(k[len(prefix) :]) for k in held if k.startswith(prefix) and float(k[len(prefix) :]) >= top]
+
+
+def _load_or_compute_top(ctx: JobContext, lm, examples, method, meta, stage, start, top: float):
+    """(scores, the fraction they serve, None for full scores): a compact file's reconstruction, or the
+    full scores computed now (and their top written, for at least `top`)."""
+    ranking = ctx.cfg.pruning.ranking
+    path = score_path(ctx.cache_dir, {**meta, "store": "top"})
+    shapes = {n: tuple(m.weight.shape) for n, m in prunable_linears(lm.model).items()}
+    if path.exists():
+        try:
+            scores = load_top(path, meta, shapes, top, ranking)
+        except StaleScores as err:
+            log.info("%s: %s: computing the full scores", stage, err)
+        else:
+            ctx.stages.record(stage, "cached", time.perf_counter() - start)
+            log.info("%s: %s top scores (q <= %s) read from %s", stage, method, top_fraction(path)[0], path)
+            return scores, top_fraction(path)[0]
+    scores = _load_or_compute(dataclasses.replace(ctx, cfg=_no_full_cache(ctx.cfg)), lm, examples, method,
+                              score_path(ctx.cache_dir, meta), meta, stage, start)  # fmt: skip
+    save_top(scores, path, meta, top, ranking)
+    log.info("%s: the top %s of the %s scores (%s ranking) -> %s", stage, top, method, ranking, path)
+    return scores, None
+
+
+def _no_full_cache(cfg: Config) -> Config:
+    return dataclasses.replace(cfg, scorer=dataclasses.replace(cfg.scorer, cache=False))
 
 
 def _load_or_compute(ctx: JobContext, lm, examples, method, path, meta, stage, start):

@@ -351,3 +351,38 @@ def test_generate_data_self_then_prefill_then_score_from_the_file(tmp_path):
     evaluated = {json.loads(line)["prompt"] for line in (out / "runs").rglob("generations.jsonl").__next__().open()}
     assert evaluated == held_out and not evaluated & {r["prompt"] for r in rows}
     assert "calibration_harmful" not in m["stages"]  # read from the file, not generated
+
+
+def test_compact_score_store_serves_later_jobs_with_identical_masks(tmp_path):
+    """scorer.store=top: the first job caches only the top scores (store_q) and no full score file; a
+    later job with a smaller q reads them and prunes exactly what a full-score job prunes; a larger q
+    than stored computes the scores again and says so."""
+    cache = tmp_path / "cache"
+
+    def job(q, *extra):
+        out = tmp_path / f"out_{q}_{len(extra)}"
+        r = cli("experiments.run", *TINY, f"sparsity={q}", "pruning.p=0.01", f"output_root={out}",
+                f"cache_dir={cache}", *extra)  # fmt: skip
+        assert r.returncode == 0, r.stderr[-3000:]
+        (m,) = [read_metrics(p.parent) for p in out.rglob("metrics.json")]
+        (mask,) = list(out.rglob("mask.safetensors"))
+        return m, mask, r.stderr
+
+    top = ("scorer.store=top", "scorer.store_q=0.05")
+    first, _, log = job(0.05, *top)
+    files = sorted(p.name for p in (cache / "scores").glob("*.safetensors"))
+    assert len(files) == 2 and "the top 0.05 of the signed_snip scores" in log  # harm and preserve; nothing full
+    for f in (cache / "scores").glob("*.safetensors"):
+        with safe_open(str(f), "pt") as s:
+            assert s.metadata()["store"] == "top"
+    assert sum(p.stat().st_size for p in (cache / "scores").glob("*.safetensors")) < 2_000_000
+    later, later_mask, log = job(0.02, *top)
+    assert later["stages"]["scores_harm"] == "cached" and "top scores (q <= 0.05) read" in log
+    full, full_mask, _ = job(0.02, "scorer.cache=false")  # the full scores, computed, never cached
+    assert full["stages"]["scores_harm"] == "computed"
+    with safe_open(str(later_mask), "pt") as a, safe_open(str(full_mask), "pt") as b:
+        assert sorted(a.keys()) == sorted(b.keys())
+        assert all(a.get_tensor(k).equal(b.get_tensor(k)) for k in a.keys())
+    assert later["n_pruned"] == full["n_pruned"] > 0
+    bigger, _, log = job(0.08, "scorer.store=top")  # more than stored: scored again
+    assert bigger["stages"]["scores_harm"] == "computed" and "needs the full scores again" in log
