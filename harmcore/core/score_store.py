@@ -85,6 +85,7 @@ def top_entries(scores: dict[str, torch.Tensor], frac: float, ranking: str) -> d
     can pick: per matrix, per row or over all matrices (`ranking`), the top floor(frac x unit size)
     AND every entry tied with the last of them. Any top-k of k <= that size, whatever its tie rule
     among equal values, is among them."""
+
     def at_least(s: torch.Tensor, t) -> torch.Tensor:
         return torch.nonzero(s.reshape(-1) >= t).flatten()
 

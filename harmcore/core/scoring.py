@@ -162,8 +162,8 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 
 
 def _wanda(model, linears, toks, batch_size, pad_id, progress):
-    device = next(model.parameters()).device
-    sumsq = {n: torch.zeros(m.in_features, dtype=torch.float64, device=device) for n, m in linears.items()}
+    device = next(model.parameters()).device  # where the inputs go (a dispatched model moves them on)
+    sumsq = {n: torch.zeros(m.in_features, dtype=torch.float64, device=m.weight.device) for n, m in linears.items()}
     state: dict = {"mask": None, "last": (None, None)}
 
     def make_hook(name):
@@ -171,7 +171,7 @@ def _wanda(model, linears, toks, batch_size, pad_id, progress):
             x = args[0]
             last_x, last_val = state["last"]
             if last_x is not x:  # q/k/v (and gate/up) share one input: reduce it once
-                sel = x[state["mask"]]  # [N_response_tokens, in]
+                sel = x[state["mask"].to(x.device)]  # [N_response_tokens, in]
                 last_val = sel.double().pow(2).sum(0)
                 state["last"] = (x, last_val)
             sumsq[name] += last_val
@@ -235,7 +235,9 @@ def _gradient_scores(run: ScoringRun, desc: str, accumulate, combine) -> dict[st
     try:
         for pass_no, start in enumerate(range(0, len(layers), per_pass)):
             names = [n for n in linears if start <= owner[n] < start + per_pass]
-            acc = {n: torch.zeros(linears[n].weight.shape, dtype=torch.float32, device=device) for n in names}
+            # each accumulator beside its weight: on a model spread over devices, where its gradients arrive
+            acc = {n: torch.zeros(linears[n].weight.shape, dtype=torch.float32, device=linears[n].weight.device)
+                   for n in names}  # fmt: skip
             handles = [_start_grad_at(layers[start])]
             for n in names:
                 handles.append(linears[n].register_forward_hook(_grad_hook(acc[n], accumulate)))

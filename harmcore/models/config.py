@@ -17,7 +17,10 @@ class ModelConfig:
     # Built locally, `path` unused: a name of harmcore.models.builders.BUILDERS
     builder: str | None = None
     dtype: str = "float32"  # float32 on CPU; bfloat16 on GPU
-    device: str = "auto"  # auto picks cuda when visible
+    device: str = "auto"  # auto picks cuda when visible; with several GPUs, the layers are spread over them
+    # An explicit placement, module name -> device (e.g. {model.layers.0: cuda:0, ..., lm_head: cuda:1}):
+    # the model is dispatched with accelerate (hooks move activations between devices)
+    device_map: dict[str, str] | None = None
     trust_remote_code: bool = False  # never on unless you trust the repository's code
     aligned: bool = True  # instruct/chat-tuned (True) or base (False)
     counterpart: str | None = None  # config name of the unaligned (base) or aligned partner
@@ -27,6 +30,10 @@ class ModelConfig:
     prompt_format: str = "chat"
 
     def __post_init__(self) -> None:
+        if self.device_map is not None and not hasattr(self.device_map, "items"):
+            raise HarmcoreError(
+                f"model.device_map={self.device_map!r}: give module name -> device, e.g. {{model.layers.0: cuda:0}}"
+            )
         if self.prompt_format not in PROMPT_FORMATS:
             raise HarmcoreError(f"model.prompt_format={self.prompt_format}: use one of {', '.join(PROMPT_FORMATS)}")
         if self.builder and self.path:

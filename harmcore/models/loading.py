@@ -61,6 +61,36 @@ def check_reachable(spec: ModelConfig) -> None:
         raise _cannot_fetch(path)
 
 
+# With several GPUs, weights fill at most this share of each: scoring adds a float32 accumulator per
+# weight beside it (twice a bf16 weight's bytes) and activations.
+WEIGHT_SHARE = 0.3
+
+
+def place(model, spec: ModelConfig, device: str) -> None:
+    """Put the model where the spec says: an explicit device map, spread over every visible GPU
+    (device=auto with more than one), or one device."""
+    from accelerate import dispatch_model
+
+    if spec.device_map:
+        dispatch_model(model, device_map=dict(spec.device_map), force_hooks=True)
+        return
+    if spec.device == "auto" and torch.cuda.device_count() > 1:
+        from accelerate import infer_auto_device_map
+
+        budget = {i: int(torch.cuda.mem_get_info(i)[0] * WEIGHT_SHARE) for i in range(torch.cuda.device_count())}
+        no_split = getattr(model, "_no_split_modules", None) or []
+        device_map = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=no_split)
+        if any(str(d) in ("cpu", "disk") for d in device_map.values()):
+            raise HarmcoreError(
+                f"model {spec.name} does not fit in {WEIGHT_SHARE:.0%} of the free memory of "
+                f"{torch.cuda.device_count()} GPUs (the rest is for scoring): use more GPUs or a smaller dtype"
+            )
+        dispatch_model(model, device_map=device_map)
+        log.info("%s spread over %d GPUs", spec.name, len(set(device_map.values())))
+        return
+    model.to(device)
+
+
 def load(spec: ModelConfig, cache_dir: Path | None = None, rebuilt: bool = False):
     """Load (model, tokenizer) in eval mode; build embedded models into the cache on first use."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -83,7 +113,8 @@ def load(spec: ModelConfig, cache_dir: Path | None = None, rebuilt: bool = False
         if not isinstance(err, OSError | ValueError):
             raise
         raise _cannot_fetch(path) from err
-    model.to(device).eval()
+    place(model, spec, device)
+    model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -155,6 +155,7 @@ def _stages_hash(cfg: Config, inputs: dict | None = None) -> str:
         if d["em"][key] == default:
             d["em"].pop(key)
     d["model"].pop("device")
+    d["model"].pop("device_map", None)
     keep = {
         "model": d["model"],
         "data": {k: d["data"][k] for k in ("format", "max_length", "add_bos") if d["data"][k] is not None},

@@ -128,6 +128,9 @@ def missing_user_files(cfg: Config) -> list[tuple[str, str]]:
 
 def _settings(cfg: Config) -> dict:
     d = asdict(cfg)
+    for spec in (d["model"], d["data"]["responses_from"]):  # where layers go, not what they compute
+        if spec is not None:
+            spec.pop("device_map", None)
     files = user_files(cfg)
     if files:  # by content: a changed file is another job (jobs without user files keep their hash)
         d["inputs"] = {key: digest(path, key) for key, path in sorted(files.items())}

@@ -71,3 +71,24 @@ def test_vllm_on_cuda_follows_the_mask(tmp_path):
         _check_matches_hf_dense_pruned_restored(model, tok, gen, q=0.05)
     finally:
         gen.close()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="spreading a model over devices needs two GPUs")
+def test_a_model_spread_over_two_gpus_scores_as_on_one_device(tiny_tok, harm_examples):
+    """model.device_map across GPUs: half the blocks on cuda:0, half on cuda:1; each accumulator sits
+    on its weight's device and the scores equal the one-device model's."""
+    from accelerate import dispatch_model
+
+    toks = tokenize(tiny_tok, harm_examples)
+    one = tiny_random_model(vocab_size=len(tiny_tok), layers=4).to("cuda")
+    spread = tiny_random_model(vocab_size=len(tiny_tok), layers=4)
+    placement = {"model.embed_tokens": "cuda:0", "model.rotary_emb": "cuda:0", "model.layers.0": "cuda:0",
+                 "model.layers.1": "cuda:0", "model.layers.2": "cuda:1", "model.layers.3": "cuda:1",
+                 "model.norm": "cuda:1", "lm_head": "cuda:1"}  # fmt: skip
+    spread = dispatch_model(spread, device_map=placement)
+    for method in ("signed_snip", "snip", "wanda"):
+        want = scoring.compute(one, toks, method, batch_size=4)
+        got = scoring.compute(spread, toks, method, batch_size=4)
+        for n in want:
+            assert got[n].device == spread.get_submodule(n).weight.device
+            assert torch.allclose(got[n].cpu(), want[n].cpu(), rtol=1e-4, atol=1e-6), (method, n)
