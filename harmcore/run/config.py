@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from harmcore.core.masking import check_alpha
 from harmcore.core.scoring import SCORERS
@@ -130,8 +131,11 @@ class ScorerConfig:
     name: str = "signed_snip"  # output folders and W&B groups
     harm_method: str = "signed_snip"  # scores the harmful set (a name of harmcore.core.scoring.SCORERS)
     preserve_method: str | None = "snip"  # scores the benign set; null = plain top-q
-    batch_size: int = 4  # examples per forward/backward; does not change the scores
-    layers_per_pass: int | None = None  # null: all layers in one pass; k: less memory, more passes
+    # Examples per forward/backward (does not change the scores), and layers scored per pass (null: all
+    # in one; k: less memory, more passes); auto: the largest that fit, from the plan harmcore.core.memory
+    # makes before scoring (printed; one line and no work when nothing fits, also checked on a GPU)
+    batch_size: Any = 4
+    layers_per_pass: Any = None
     seed: int = 0  # random scorer only
     # false: computed scores stay in memory only (an 8B model's fp32 scores take ~28 GB per set on
     # disk); cached ones are still read. Does not change results: not in the job hash.
@@ -152,7 +156,16 @@ class ScorerConfig:
             if value is not None and value not in SCORERS:
                 valid = ", ".join(sorted(SCORERS))
                 raise HarmcoreError(f"scorer.{key}={value}: use one of {valid}.{did_you_mean(value, SCORERS)}")
-        _positive("scorer.batch_size", self.batch_size)
+        if self.batch_size != "auto":
+            if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+                raise HarmcoreError(f"scorer.batch_size={self.batch_size}: use a positive integer or auto")
+            _positive("scorer.batch_size", self.batch_size)
+        if self.layers_per_pass not in (None, "auto"):
+            if isinstance(self.layers_per_pass, bool) or not isinstance(self.layers_per_pass, int):
+                raise HarmcoreError(
+                    f"scorer.layers_per_pass={self.layers_per_pass}: use a positive integer, auto or null"
+                )
+            _positive("scorer.layers_per_pass", self.layers_per_pass)
         path_name("scorer.name", self.name)
 
 

@@ -102,6 +102,7 @@ class JobContext:
         meta = {**lm.weights_meta(mask_key), "data": data_hash(examples), "format": json.dumps(asdict(fmt))}
 
         def compute():
-            return response_nll(lm.model, lm.tokenizer, examples, fmt, self.cfg.scorer.batch_size)
+            batch = self.cfg.scorer.batch_size
+            return response_nll(lm.model, lm.tokenizer, examples, fmt, 4 if batch == "auto" else batch)
 
         return self.stages.cached("nll", meta, compute, stage, one_per(len(examples), (int, float)))

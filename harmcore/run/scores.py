@@ -17,6 +17,7 @@ from dataclasses import asdict
 import harmcore
 from harmcore.core import scoring
 from harmcore.core.masking import content_key
+from harmcore.core.memory import plan
 from harmcore.core.score_store import (
     StaleScores,
     load_scores,
@@ -28,7 +29,7 @@ from harmcore.core.score_store import (
 )
 from harmcore.core.selection import Mask, SetDifference, set_difference
 from harmcore.core.weights import prunable_linears
-from harmcore.data.examples import data_hash
+from harmcore.data.examples import data_hash, tokenize
 from harmcore.files import file_lock
 from harmcore.run.config import Config
 from harmcore.run.context import JobContext
@@ -143,14 +144,15 @@ def _load_or_compute(ctx: JobContext, lm, examples, method, path, meta, stage, s
             ctx.stages.record(stage, "cached", time.perf_counter() - start)
             log.info("%s: %s scores read from %s", stage, method, path)
             return scores
+    batch_size, layers_per_pass = scoring_plan(ctx, lm, examples, method)
     scores = scoring.compute(
         lm.model,
         examples,
         method,
         tokenizer=lm.tokenizer,
         fmt=ctx.fmt,
-        batch_size=cfg.scorer.batch_size,
-        layers_per_pass=cfg.scorer.layers_per_pass,
+        batch_size=batch_size,
+        layers_per_pass=layers_per_pass,
         seed=cfg.scorer.seed,
         progress=True,
     )
@@ -162,6 +164,22 @@ def _load_or_compute(ctx: JobContext, lm, examples, method, path, meta, stage, s
     where = path if cfg.scorer.cache else "memory only (scorer.cache=false)"
     log.info("%s: %s scores computed in %.1fs -> %s", stage, method, time.perf_counter() - start, where)
     return scores
+
+
+def scoring_plan(ctx: JobContext, lm: LoadedModel, examples, method: str) -> tuple[int, int | None]:
+    """(batch size, layers per pass) of a scoring run: the configured ones, or with `auto` the largest
+    that fit (harmcore.core.memory). The plan is made, logged and checked (one line when it cannot fit)
+    when a value is `auto` or the model is on a GPU, before any work."""
+    s = ctx.cfg.scorer
+    batch_size, per_pass = s.batch_size, s.layers_per_pass
+    on_gpu = next(lm.model.parameters()).device.type == "cuda"
+    if not scoring.get(method).needs_data or not examples or not ("auto" in (batch_size, per_pass) or on_gpu):
+        return (4 if batch_size == "auto" else batch_size), (None if per_pass == "auto" else per_pass)
+    toks = tokenize(lm.tokenizer, examples, ctx.fmt)
+    n_tokens = max(len(t.prompt_ids) + len(t.response_ids) for t in toks)
+    made = plan(lm.model, n_tokens, len(toks), method, batch_size, per_pass)
+    log.info("%s", made.table())
+    return made.batch_size, made.layers_per_pass
 
 
 def select(ctx: JobContext, harm, preserve, q_max: float | None = None) -> Mask:
