@@ -39,6 +39,10 @@ def job_script(launcher_name: str, tmp_path, monkeypatch) -> str:
     [
         ("local_slurm", ["--partition=debug", "--cpus-per-task=1", "--mem=4GB", "--time=30", "--signal=USR2@30"]),
         ("example_gpu_cluster", ["--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--time=240"]),
+        (
+            "example_multi_gpu_node",
+            ["--partition=gpu", "--gpus-per-node=4", "--cpus-per-task=32", "--mem=256GB", "--time=480"],
+        ),  # fmt: skip
     ],
 )
 def test_launcher_file_renders_its_job_script(name, lines, tmp_path, monkeypatch):
