@@ -134,5 +134,7 @@ def plan(model, n_tokens: int, n_examples: int, method: str, batch_size="auto", 
         f"scoring does not fit: {dev} needs {worst['total'] / GB:.1f} GiB (weights {worst['weights'] / GB:.1f}, "
         f"accumulators {worst['accumulators'] / GB:.1f}, activations {worst['activations'] / GB:.1f}) with "
         f"batch_size={batches[-1]}, layers_per_pass={passes[-1] or 'all'} but has {free.get(dev, 0) / GB:.1f} GiB "
-        "free: lower data.max_length, spread the model over more GPUs, or use a smaller dtype"
-    )
+        "free: " + ("" if (batch_size, layers_per_pass) == ("auto", "auto") else
+                    "let harmcore choose (scorer.batch_size=auto scorer.layers_per_pass=auto), ")
+        + "lower data.max_length, spread the model over more GPUs, or use a smaller dtype"
+    )  # fmt: skip

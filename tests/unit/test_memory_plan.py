@@ -100,6 +100,9 @@ def test_the_plan_picks_what_fits_and_refuses_in_one_line(model_and_examples):
         plan(model, 128, 32, "signed_snip", free={"cpu": 10 * 2**20})
     line = str(err.value)
     assert "\n" not in line and "scoring does not fit: cpu needs" in line and "lower data.max_length" in line
+    assert "scorer.batch_size=auto" not in line  # it already chose
+    with pytest.raises(HarmcoreError, match="let harmcore choose"):
+        plan(model, 128, 32, "signed_snip", free={"cpu": int(one / 0.9) + 1}, batch_size=8, layers_per_pass=None)
 
 
 def test_a_job_with_auto_sizes_scores_with_the_plans_and_logs_it(caplog, tmp_path):
