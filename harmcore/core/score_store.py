@@ -17,7 +17,7 @@ import torch
 from harmcore.core.matrices import first_nonfinite, per_matrix
 from harmcore.core.selection import _global_topk
 from harmcore.errors import HarmcoreError
-from harmcore.files import key_of, load_tensors, save_tensors
+from harmcore.files import key_of, load_tensors, read_meta, save_tensors
 
 
 def score_path(cache_dir, meta: dict) -> Path:
@@ -130,9 +130,9 @@ def save_top(scores: dict[str, torch.Tensor], path, meta: dict, frac: float, ran
 def top_fraction(path) -> tuple[float, str] | None:
     """(fraction, ranking) a compact score file serves, or None when it cannot be read."""
     try:
-        _, meta = load_tensors(path)
+        meta = read_meta(path)  # the header only, not the tensors
         return float(meta["fraction"]), meta["ranking"]
-    except (HarmcoreError, KeyError, ValueError):
+    except Exception:  # unreadable or not a compact file
         return None
 
 

@@ -182,7 +182,8 @@ def harm_metrics(ctx: Context, prompts: Sequence[str], responses: Sequence[str],
     """Keyword compliance, refusal rates (corrected and Wei et al.'s) and the extra judges, each with a
     CI, and the headline keys (`headline`)."""
     mode = ctx.cfg.eval.refusal_mode
-    judged = {m: [1.0 if RefusalKeywordJudge(m).is_refusal(r)[0] else 0.0 for r in responses] for m in MODES}
+    judges = {m: RefusalKeywordJudge(m) for m in MODES}
+    judged = {m: [1.0 if j.is_refusal(r)[0] else 0.0 for r in responses] for m, j in judges.items()}
     metrics = {"n": len(responses)}
     metrics["compliance"], metrics["compliance_ci"] = _mean_ci([1.0 - v for v in judged[mode]], ctx)
     metrics["refusal_rate"], metrics["refusal_rate_ci"] = _mean_ci(judged["corrected"], ctx)
@@ -289,7 +290,8 @@ def collateral_metrics(ctx: Context, mask_key: str, tag: str) -> dict:
     answers = ctx.cache("generations", meta, lambda: gen.generate([Request(p) for p in prompts], sampling),
                         f"collateral_{tag}", one_per(len(prompts)))  # fmt: skip
     theirs = [1.0 if refused_benign_nearby(a) else 0.0 for a in answers]
-    corrected = [1.0 if RefusalKeywordJudge("corrected").is_refusal(a)[0] else 0.0 for a in answers]
+    judge = RefusalKeywordJudge("corrected")
+    corrected = [1.0 if judge.is_refusal(a)[0] else 0.0 for a in answers]
     out = {"n": len(answers)}
     out["refusal_rate_benign_nearby"], out["refusal_rate_benign_nearby_ci"] = _mean_ci(theirs, ctx)
     out["refusal_rate"], out["refusal_rate_ci"] = _mean_ci(corrected, ctx)

@@ -129,14 +129,19 @@ EM_LATER_DEFAULTS = {"schedule": "constant", "warmup_steps": 0, "weight_decay": 
 ORDERING_TAGS = {"finetune_then_prune": "ft_then_pruned", "reprune": "pruned_ft_repruned"}
 
 
+def _em_settings(em: dict) -> dict:
+    """The em group as hashed: keys added later are left out at their defaults, so runs from before
+    them keep their hash (in place; returned)."""
+    for key, default in EM_LATER_DEFAULTS.items():
+        if em[key] == default:
+            em.pop(key)
+    return em
+
+
 def em_hash(cfg: Config, inputs: dict | None = None) -> str:
     """Hash of the settings that change EM results (the pruning job's hash plus the em group, and the
     sha256 of the user's question and judge template files when there are any, see `eval_inputs`)."""
-    em = asdict(cfg.em)
-    for key, default in EM_LATER_DEFAULTS.items():  # runs from before these keys keep their hash
-        if em[key] == default:
-            em.pop(key)
-    blob = config_hash(cfg) + json.dumps(em, sort_keys=True)
+    blob = config_hash(cfg) + json.dumps(_em_settings(asdict(cfg.em)), sort_keys=True)
     if inputs:
         blob += json.dumps(inputs, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -151,9 +156,7 @@ def _stages_hash(cfg: Config, inputs: dict | None = None) -> str:
     checkpointed."""
     d = asdict(cfg)
     d["em"].pop("checkpoint_every")
-    for key, default in EM_LATER_DEFAULTS.items():  # runs from before these keys keep their hash
-        if d["em"][key] == default:
-            d["em"].pop(key)
+    _em_settings(d["em"])
     d["model"].pop("device")
     d["model"].pop("device_map", None)
     keep = {

@@ -119,8 +119,9 @@ def _load_or_compute_top(ctx: JobContext, lm, examples, method, meta, stage, sta
             log.info("%s: %s: computing the full scores", stage, err)
         else:
             ctx.stages.record(stage, "cached", time.perf_counter() - start)
-            log.info("%s: %s top scores (q <= %s) read from %s", stage, method, top_fraction(path)[0], path)
-            return scores, top_fraction(path)[0]
+            served = top_fraction(path)[0]
+            log.info("%s: %s top scores (q <= %s) read from %s", stage, method, served, path)
+            return scores, served
     scores = _load_or_compute(dataclasses.replace(ctx, cfg=_no_full_cache(ctx.cfg)), lm, examples, method,
                               score_path(ctx.cache_dir, meta), meta, stage, start)  # fmt: skip
     save_top(scores, path, meta, top, ranking)

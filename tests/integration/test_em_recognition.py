@@ -31,17 +31,22 @@ def popen(args):
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_em_pipeline_resumes_after_a_kill_between_stages(served_tiny, tmp_path):
-    out = tmp_path / "em"
-    proc = popen(em_args(served_tiny, out))
+def kill_when(args, marker: str) -> None:
+    """Run the EM recipe and kill it outright as soon as its log announces `marker`."""
+    proc = popen(args)
     lines = []
-    for line in proc.stdout:  # kill it as soon as the dense fine-tune's marker is announced
+    for line in proc.stdout:
         lines.append(line)
-        if "[em] stage finetune_dense done" in line:
+        if marker in line:
             os.kill(proc.pid, signal.SIGKILL)
             break
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "".join(lines)[-2000:]
+
+
+def test_em_pipeline_resumes_after_a_kill_between_stages(served_tiny, tmp_path):
+    out = tmp_path / "em"
+    kill_when(em_args(served_tiny, out), "[em] stage finetune_dense done")
     assert not (out / "metrics.json").exists()
     done = {p.stem: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
     assert {"narrow_data", "finetune_dense"} <= set(done)
@@ -98,15 +103,7 @@ def test_both_orderings_with_fine_tuning_run_and_resume_after_a_kill(served_tiny
 
     out = tmp_path / "em"
     args = [*em_args(served_tiny, out), "em.orderings=[finetune_then_prune,reprune]", "em.evaluate_original=false"]
-    proc = popen(args)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "[em] stage mask_reprune done" in line:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "".join(lines)[-2000:]
+    kill_when(args, "[em] stage mask_reprune done")
     done = {p.stem: p.stat().st_mtime_ns for p in (out / "stages").glob("*.json")}
     assert {"finetune_dense", "mask", "finetune_pruned", "mask_reprune"} <= set(done)
     rerun = popen(args)

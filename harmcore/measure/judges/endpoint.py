@@ -215,13 +215,12 @@ class ScoreJudge:
         outs = self.client.complete(msgs, logprobs=20 if self.mode == "logprobs" else None) if msgs else []
         results = [JudgeResult(float("nan"), "refusal", None) for _ in responses]
         lo, hi = self.scale
+        # logprobs weigh the integer score tokens; a scale without several of them (0-1) is read as text
+        weighed = self.mode == "logprobs" and lo.is_integer() and hi.is_integer() and hi > lo + 1
         for i, out in zip(judged, outs):
-            value = None
-            if self.mode == "logprobs" and lo.is_integer() and hi.is_integer() and hi > lo + 1:
+            if weighed:
                 value = score_from_logprobs([tuple(t) for t in out.get("top_logprobs", [])], lo=int(lo), hi=int(hi))
-            elif self.mode == "text":
-                value = parse_score(out["text"], lo, hi)
-            if value is None and self.mode == "logprobs" and not (hi > lo + 1):  # a 0-1 scale: read the text
+            else:
                 value = parse_score(out["text"], lo, hi)
             if value is None:
                 results[i] = JudgeResult(float("nan"), "parse_failed", out["text"][:500])
