@@ -64,12 +64,13 @@ def temp_path(path: Path, clean: bool = False) -> Path:
     """
     for old in path.parent.glob(f".{glob.escape(path.name)}.{HOST}.*.tmp") if clean else ():
         pid = old.name[len(path.name) + len(HOST) + 3 :].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
     return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` of this host is running."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

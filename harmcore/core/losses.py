@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harmcore.core.offload import input_device
 from harmcore.data.examples import Example, FormatSpec, collate, tokenize
 
 
@@ -53,7 +54,7 @@ def response_nll(model, tokenizer, examples: Sequence[Example], fmt: FormatSpec,
     if not examples:
         return []
     toks = tokenize(tokenizer, examples, fmt)
-    device = next(model.parameters()).device
+    device = input_device(model)
     out = [float("nan")] * len(toks)
     order = sorted(range(len(toks)), key=lambda i: len(toks[i].prompt_ids) + len(toks[i].response_ids))
     pad = tokenizer.pad_token_id or 0

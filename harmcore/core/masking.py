@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from harmcore.core.offload import weight_of
 from harmcore.core.selection import Mask
 from harmcore.core.weights import prunable_linears
 from harmcore.errors import HarmcoreError
@@ -32,7 +33,7 @@ class PruneHandle:
 
 
 def _flat_weight(module: nn.Linear) -> torch.Tensor:
-    w = module.weight.data
+    w = weight_of(module, writable=True)  # an offloaded matrix's stored copy
     if not w.is_contiguous():
         raise HarmcoreError("pruning needs contiguous weight tensors; call model.contiguous() first")
     return w.view(-1)

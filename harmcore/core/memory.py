@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harmcore.core.weights import layer_index, prunable_linears
+from harmcore.core.offload import input_device, store_device
+from harmcore.core.weights import decoder_layers, layer_index, prunable_linears
 from harmcore.errors import HarmcoreError
 
 GB = 1024**3
@@ -56,7 +57,9 @@ def _config(model):
 
 def estimate(model, n_tokens: int, batch_size: int, layers_per_pass: int | None, method: str) -> dict[str, dict]:
     """device -> {"weights", "accumulators", "activations", "total"} bytes of one scoring pass over
-    batches of `batch_size` examples of `n_tokens` tokens (the longest example)."""
+    batches of `batch_size` examples of `n_tokens` tokens (the longest example). On a model with
+    offloaded blocks, their weights and accumulators count in host memory ("cpu") and the largest
+    such block once more on the execution device ("onloaded")."""
     linears = prunable_linears(model)
     owner = layer_index(model)
     n_layers = max(owner.values()) + 1 if owner else 0
@@ -65,33 +68,38 @@ def estimate(model, n_tokens: int, batch_size: int, layers_per_pass: int | None,
 
     def add(dev, part, value):
         d = need.setdefault(str(dev), {"weights": 0, "accumulators": 0, "activations": 0})
-        d[part] += int(value)
+        d[part] = d.get(part, 0) + int(value)
 
-    for p in model.parameters():
-        add(p.device, "weights", p.numel() * p.element_size())
+    for p in model.parameters():  # an offloaded weight (meta device) is kept in host memory
+        add("cpu" if p.device.type == "meta" else p.device, "weights", p.numel() * p.element_size())
     hidden, inter, heads, kv_width, vocab = _config(model)
     first = next(model.parameters())
+    entry = input_device(model)
+    onloaded = [sum(p.numel() * p.element_size() for p in b.parameters() if p.device.type == "meta")
+                for b in decoder_layers(model)]  # fmt: skip
+    if max(onloaded, default=0):  # an offloaded block is loaded onto the execution device while it runs
+        add(entry, "onloaded", max(onloaded))
     tokens = batch_size * n_tokens
     if method == "wanda":
         for m in linears.values():
-            add(m.weight.device, "accumulators", m.in_features * 8)
+            add(store_device(m), "accumulators", m.in_features * 8)
         per_token_layer = 2 * hidden + inter  # the forward's live tensors, nothing kept for a backward
-        add(first.device, "activations", tokens * per_token_layer * first.element_size() * 2)
+        add(entry, "activations", tokens * per_token_layer * first.element_size() * 2)
     else:
         largest = {}
         for n, m in linears.items():  # the scored layers of the heaviest pass: accumulator + score, float32
             largest.setdefault(owner[n] // per_pass, []).append(m)
         heaviest = max(largest.values(), key=lambda ms: sum(m.weight.numel() for m in ms), default=[])
         for m in heaviest:  # one float32 accumulator each; each becomes its score (one matrix at a time)
-            add(m.weight.device, "accumulators", m.weight.numel() * 4)
+            add(store_device(m), "accumulators", m.weight.numel() * 4)
         if heaviest:
             big = max(heaviest, key=lambda m: m.weight.numel())
-            add(big.weight.device, "accumulators", big.weight.numel() * 4)
+            add(store_device(big), "accumulators", big.weight.numel() * 4)
         per_token_layer = 9 * hidden + 4 * inter + 2 * kv_width + 2 * heads * n_tokens
-        add(first.device, "activations", tokens * n_layers * per_token_layer * first.element_size())
-    add(first.device, "activations", tokens * vocab * 4 * 3)  # logits, their float32 copy and the loss
+        add(entry, "activations", tokens * n_layers * per_token_layer * first.element_size())
+    add(entry, "activations", tokens * vocab * 4 * 3)  # logits, their float32 copy and the loss
     for d in need.values():
-        d["total"] = d["weights"] + d["accumulators"] + d["activations"]
+        d["total"] = sum(d.values())
     return need
 
 

@@ -36,6 +36,7 @@ from torch import nn
 
 from harmcore.core.losses import response_losses
 from harmcore.core.matrices import first_nonfinite
+from harmcore.core.offload import input_device, store_device, weight_of
 from harmcore.core.weights import decoder_layers, layer_index, prunable_linears
 from harmcore.data.examples import FormatSpec, TokenizedExample, batches, ensure_tokenized
 from harmcore.errors import HarmcoreError, unknown_name
@@ -99,7 +100,8 @@ def compute(
 ) -> dict[str, torch.Tensor]:
     """Score every prunable weight of `model` on `examples` with scoring method `method`.
 
-    Returns {module name: float32 tensor shaped like its weight, on the weight's device; with
+    Returns {module name: float32 tensor shaped like its weight, on the weight's device (host memory
+    for a weight accelerate offloaded); with
     `layers_per_pass` splitting the model into several passes, each finished pass's scores move
     to CPU memory, so the accelerator holds one pass's accumulators at a time}.
     `examples` may be `Example`s (then `tokenizer` is needed) or `TokenizedExample`s.
@@ -117,12 +119,12 @@ def compute(
 
 @scorer("magnitude", "|w|", needs_data=False)
 def magnitude(run: ScoringRun) -> dict[str, torch.Tensor]:
-    return {n: m.weight.detach().abs().float() for n, m in run.linears.items()}
+    return {n: weight_of(m).detach().abs().float() for n, m in run.linears.items()}
 
 
 @scorer("random", "uniform[0,1)", needs_data=False)
 def random_scores(run: ScoringRun) -> dict[str, torch.Tensor]:
-    return {n: _seeded_uniform(m.weight, run.seed, n) for n, m in run.linears.items()}
+    return {n: _seeded_uniform(m, run.seed, n) for n, m in run.linears.items()}
 
 
 @scorer("signed_snip", "-w * sum_n dL_n/dw")
@@ -146,11 +148,11 @@ def _pad_id(tokenizer) -> int:
     return int(tokenizer.pad_token_id)
 
 
-def _seeded_uniform(weight: torch.Tensor, seed: int, name: str) -> torch.Tensor:
+def _seeded_uniform(module: nn.Linear, seed: int, name: str) -> torch.Tensor:
     # Seed per matrix from (seed, name) so a matrix's scores do not depend on the others.
     sub = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & ((1 << 63) - 1)
     gen = torch.Generator().manual_seed(sub)
-    return torch.rand(weight.shape, generator=gen, dtype=torch.float32).to(weight.device)
+    return torch.rand(module.weight.shape, generator=gen, dtype=torch.float32).to(store_device(module))
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -162,8 +164,8 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 
 
 def _wanda(model, linears, toks, batch_size, pad_id, progress):
-    device = next(model.parameters()).device  # where the inputs go (a dispatched model moves them on)
-    sumsq = {n: torch.zeros(m.in_features, dtype=torch.float64, device=m.weight.device) for n, m in linears.items()}
+    device = input_device(model)  # where the inputs go (a dispatched model moves them on)
+    sumsq = {n: torch.zeros(m.in_features, dtype=torch.float64, device=store_device(m)) for n, m in linears.items()}
     state: dict = {"mask": None, "last": (None, None)}
 
     def make_hook(name):
@@ -174,7 +176,7 @@ def _wanda(model, linears, toks, batch_size, pad_id, progress):
                 sel = x[state["mask"].to(x.device)]  # [N_response_tokens, in]
                 last_val = sel.double().pow(2).sum(0)
                 state["last"] = (x, last_val)
-            sumsq[name] += last_val
+            sumsq[name] += last_val.to(sumsq[name].device)
 
         return hook
 
@@ -196,7 +198,7 @@ def _wanda(model, linears, toks, batch_size, pad_id, progress):
         for h in handles:
             h.remove()
     return {
-        n: (m.weight.detach().abs().float() * (sumsq[n] / n_tokens).sqrt().float().unsqueeze(0))
+        n: (weight_of(m).detach().abs().float() * (sumsq[n] / n_tokens).sqrt().float().unsqueeze(0))
         for n, m in linears.items()
     }
 
@@ -204,7 +206,7 @@ def _wanda(model, linears, toks, batch_size, pad_id, progress):
 def _accumulate_signed(acc: torch.Tensor, x: torch.Tensor, g: torch.Tensor) -> None:
     g2 = g.reshape(-1, g.shape[-1])
     x2 = x.reshape(-1, x.shape[-1])
-    acc += (g2.transpose(0, 1) @ x2).float()
+    acc += (g2.transpose(0, 1) @ x2).float().to(acc.device)
 
 
 def _accumulate_abs(acc: torch.Tensor, x: torch.Tensor, g: torch.Tensor) -> None:
@@ -214,7 +216,7 @@ def _accumulate_abs(acc: torch.Tensor, x: torch.Tensor, g: torch.Tensor) -> None
     step = max(1, _PER_EXAMPLE_BUDGET // acc.numel())
     for b in range(0, batch, step):
         per_example = torch.bmm(g[b : b + step].transpose(1, 2), x[b : b + step])  # [b, out, in]
-        acc += per_example.abs().sum(0).float()
+        acc += per_example.abs().sum(0).float().to(acc.device)
 
 
 def _gradient_scores(run: ScoringRun, desc: str, accumulate, combine) -> dict[str, torch.Tensor]:
@@ -229,14 +231,15 @@ def _gradient_scores(run: ScoringRun, desc: str, accumulate, combine) -> dict[st
     flags = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
-    device = next(model.parameters()).device
+    device = input_device(model)
     scores: dict[str, torch.Tensor] = {}
     n_passes = -(-len(layers) // per_pass)
     try:
         for pass_no, start in enumerate(range(0, len(layers), per_pass)):
             names = [n for n in linears if start <= owner[n] < start + per_pass]
-            # each accumulator beside its weight: on a model spread over devices, where its gradients arrive
-            acc = {n: torch.zeros(linears[n].weight.shape, dtype=torch.float32, device=linears[n].weight.device)
+            # each accumulator beside its weight: on a model spread over devices, where its gradients arrive;
+            # an offloaded weight's in host memory
+            acc = {n: torch.zeros(linears[n].weight.shape, dtype=torch.float32, device=store_device(linears[n]))
                    for n in names}  # fmt: skip
             handles = [_start_grad_at(layers[start])]
             for n in names:
@@ -256,7 +259,7 @@ def _gradient_scores(run: ScoringRun, desc: str, accumulate, combine) -> dict[st
                 for h in handles:
                     h.remove()
             for n in names:
-                score = combine(linears[n].weight.detach().float(), acc[n])
+                score = combine(weight_of(linears[n]).detach().float(), acc[n])
                 scores[n] = score.cpu() if n_passes > 1 else score
                 del acc[n], score
     finally:

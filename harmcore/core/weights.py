@@ -13,6 +13,7 @@ import hashlib
 import torch
 from torch import nn
 
+from harmcore.core.offload import weight_of
 from harmcore.errors import HarmcoreError
 
 
@@ -59,7 +60,7 @@ def fingerprint(model: nn.Module) -> str:
     """
     h = hashlib.sha256()
     for name, lin in sorted(prunable_linears(model).items()):
-        w = lin.weight.detach().reshape(-1)
+        w = weight_of(lin).detach().reshape(-1)
         step = max(1, w.numel() // 4096)
         sample = w[::step].to("cpu", torch.float32).contiguous()
         h.update(f"{name}:{tuple(lin.weight.shape)}:{lin.weight.dtype}".encode())

@@ -10,6 +10,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from harmcore.core.offload import input_device
 from harmcore.data.examples import prompt_ids
 from harmcore.generation.base import Request, Sampling, is_plain, render
 
@@ -51,7 +52,7 @@ class HFGenerator:
         texts = [render(tok, r.prompt, self.prompt_format, r.prefix) for r in requests]
         plain = is_plain(tok, self.prompt_format)
         encoded = [prompt_ids(tok, text, plain) for text in texts]  # what `encode` gives, rendered once
-        device = next(self.model.parameters()).device
+        device = input_device(self.model)
         outputs: list[list[str]] = [[] for _ in texts]
         # Longest prompts first: batches of similar length waste less padding.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from harmcore.core.offload import value_of
 from harmcore.errors import HarmcoreError
 from harmcore.generation.base import Request, Sampling, encode
 
@@ -184,9 +185,8 @@ class VLLMGenerator:
         if self.source is None:
             raise HarmcoreError("VLLMGenerator was given no source_model to take changed weights from")
         start = time.perf_counter()
-        params = dict(self.source.named_parameters())
         names = self._with_siblings(self._stale)
-        tensors = {n: params[n].detach().contiguous() for n in names}
+        tensors = {n: value_of(self.source, n).detach().contiguous() for n in names}
         if self.in_process:
             self.llm.collective_rpc("harmcore_load", kwargs={"tensors": tensors})
         else:

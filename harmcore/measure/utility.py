@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from harmcore.core.offload import input_device
 from harmcore.data.sources import read_table
 from harmcore.errors import HarmcoreError
 from harmcore.generation.base import Request, Sampling
@@ -80,7 +81,7 @@ def perplexity(
         ids = ids[: ids.numel() // seqlen * seqlen]
     if ids.numel() < 2:
         raise HarmcoreError("the perplexity corpus has fewer than 2 tokens: give a longer text")
-    device = next(model.parameters()).device
+    device = input_device(model)
     total, count, scored_to = 0.0, 0, 1  # tokens [0, scored_to) are done (token 0 has no context)
     for begin in range(0, ids.numel() - 1, stride):
         end = min(begin + seqlen, ids.numel())

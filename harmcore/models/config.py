@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Any
 
 from harmcore.errors import HarmcoreError
 
@@ -20,7 +22,10 @@ class ModelConfig:
     device: str = "auto"  # auto picks cuda when visible; with several GPUs, the layers are spread over them
     # An explicit placement, module name -> device (e.g. {model.layers.0: cuda:0, ..., lm_head: cuda:1}):
     # the model is dispatched with accelerate (hooks move activations between devices)
-    device_map: dict[str, str] | None = None
+    device_map: Any = None  # typed loosely: Hydra merges a {module: device} override into it
+    # harmcore's extension: with device=auto and GPUs, blocks that do not fit the GPUs are kept in host
+    # memory and loaded onto a GPU for each forward (slower; a map's "cpu" beside GPUs and "disk" do the same)
+    offload: bool = False
     trust_remote_code: bool = False  # never on unless you trust the repository's code
     aligned: bool = True  # instruct/chat-tuned (True) or base (False)
     counterpart: str | None = None  # config name of the unaligned (base) or aligned partner
@@ -34,6 +39,9 @@ class ModelConfig:
             raise HarmcoreError(
                 f"model.device_map={self.device_map!r}: give module name -> device, e.g. {{model.layers.0: cuda:0}}"
             )
+        for module, where in (self.device_map or {}).items():
+            if not re.fullmatch(r"cpu|disk|mps|cuda(:\d+)?|\d+", str(where)):
+                raise HarmcoreError(f"model.device_map puts {module} on {where!r}: use cuda:N (or N), cpu, disk or mps")
         if self.prompt_format not in PROMPT_FORMATS:
             raise HarmcoreError(f"model.prompt_format={self.prompt_format}: use one of {', '.join(PROMPT_FORMATS)}")
         if self.builder and self.path:

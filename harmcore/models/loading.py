@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
+import glob
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
 from harmcore.errors import HarmcoreError
-from harmcore.files import default_cache_dir
+from harmcore.files import HOST, alive, default_cache_dir
 from harmcore.models.builders import build
 from harmcore.models.config import ModelConfig
 
@@ -61,34 +64,72 @@ def check_reachable(spec: ModelConfig) -> None:
         raise _cannot_fetch(path)
 
 
-# With several GPUs, weights fill at most this share of each: scoring adds a float32 accumulator per
-# weight beside it (twice a bf16 weight's bytes) and activations.
+# With several GPUs (and host memory, with model.offload), weights fill at most this share of each:
+# scoring adds a float32 accumulator per weight beside it (twice a bf16 weight's bytes) and activations.
 WEIGHT_SHARE = 0.3
 
 
-def place(model, spec: ModelConfig, device: str) -> None:
+def place(model, spec: ModelConfig, device: str, cache_dir: Path | None = None) -> None:
     """Put the model where the spec says: an explicit device map, spread over every visible GPU
-    (device=auto with more than one), or one device."""
+    (device=auto with more than one, or with model.offload over the GPUs and host memory), or one
+    device. Modules mapped to "cpu" beside GPUs, or to "disk", are offloaded: accelerate keeps their
+    weights there and loads them onto the GPU for each forward."""
     from accelerate import dispatch_model
 
     if spec.device_map:
-        dispatch_model(model, device_map=dict(spec.device_map), force_hooks=True)
+        device_map = dict(spec.device_map)
+    elif spec.device == "auto" and torch.cuda.is_available() and (torch.cuda.device_count() > 1 or spec.offload):
+        device_map = _spread(model, spec)
+    else:
+        model.to(device)
         return
-    if spec.device == "auto" and torch.cuda.device_count() > 1:
-        from accelerate import infer_auto_device_map
+    places = {str(d) for d in device_map.values()}
+    offload_dir = _offload_dir(cache_dir) if "disk" in places else None
+    try:
+        dispatch_model(model, device_map=device_map, offload_dir=offload_dir, force_hooks=True)
+    except ValueError as err:  # accelerate's word for a map that leaves weights without a device
+        said = str(err).splitlines()[0]
+        raise HarmcoreError(
+            f"model.device_map does not place {spec.name}: {said[:240]}{'...' if len(said) > 240 else ''} "
+            "(a module's device covers its children; '' covers the whole model)"
+        ) from None
+    log.info("%s placed on %s", spec.name, ", ".join(sorted(places)))
 
-        budget = {i: int(torch.cuda.mem_get_info(i)[0] * WEIGHT_SHARE) for i in range(torch.cuda.device_count())}
-        no_split = getattr(model, "_no_split_modules", None) or []
-        device_map = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=no_split)
-        if any(str(d) in ("cpu", "disk") for d in device_map.values()):
-            raise HarmcoreError(
-                f"model {spec.name} does not fit in {WEIGHT_SHARE:.0%} of the free memory of "
-                f"{torch.cuda.device_count()} GPUs (the rest is for scoring): use more GPUs or a smaller dtype"
-            )
-        dispatch_model(model, device_map=device_map)
-        log.info("%s spread over %d GPUs", spec.name, len(set(device_map.values())))
-        return
-    model.to(device)
+
+def _spread(model, spec: ModelConfig) -> dict:
+    from accelerate import infer_auto_device_map
+
+    n = torch.cuda.device_count()
+    budget = {i: int(torch.cuda.mem_get_info(i)[0] * WEIGHT_SHARE) for i in range(n)}
+    if spec.offload:
+        import psutil
+
+        budget["cpu"] = int(psutil.virtual_memory().available * WEIGHT_SHARE)
+    no_split = getattr(model, "_no_split_modules", None) or []
+    device_map = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=no_split)
+    spill = {str(d) for d in device_map.values()} & ({"disk"} if spec.offload else {"cpu", "disk"})
+    if spill:
+        where = f"{n} GPU{'s' * (n > 1)}" + (" and host memory" if spec.offload else "")
+        raise HarmcoreError(
+            f"model {spec.name} does not fit in {WEIGHT_SHARE:.0%} of the free memory of {where} (the rest is for "
+            "scoring): " + ("" if spec.offload else "set model.offload=true to keep some blocks in host memory, ")
+            + "use more GPUs or a smaller dtype"
+        )  # fmt: skip
+    return device_map
+
+
+def _offload_dir(cache_dir: Path | None) -> Path:
+    """A folder of this process for disk-offloaded weights, removed at exit; folders that processes of
+    this host left when they died are removed here (a cache shared by several hosts keeps the others')."""
+    root = Path(cache_dir or default_cache_dir()) / "offload"
+    root.mkdir(parents=True, exist_ok=True)
+    for old in root.glob(f"{glob.escape(HOST)}.*-*"):
+        pid = old.name[len(HOST) + 1 :].partition("-")[0]
+        if pid.isdigit() and not alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{HOST}.{os.getpid()}-", dir=root))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def load(spec: ModelConfig, cache_dir: Path | None = None, rebuilt: bool = False):
@@ -113,7 +154,7 @@ def load(spec: ModelConfig, cache_dir: Path | None = None, rebuilt: bool = False
         if not isinstance(err, OSError | ValueError):
             raise
         raise _cannot_fetch(path) from err
-    place(model, spec, device)
+    place(model, spec, device, cache_dir)
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -159,6 +159,7 @@ def _stages_hash(cfg: Config, inputs: dict | None = None) -> str:
     _em_settings(d["em"])
     d["model"].pop("device")
     d["model"].pop("device_map", None)
+    d["model"].pop("offload", None)
     keep = {
         "model": d["model"],
         "data": {k: d["data"][k] for k in ("format", "max_length", "add_bos") if d["data"][k] is not None},

@@ -131,6 +131,7 @@ def _settings(cfg: Config) -> dict:
     for spec in (d["model"], d["data"]["responses_from"]):  # where layers go, not what they compute
         if spec is not None:
             spec.pop("device_map", None)
+            spec.pop("offload", None)
     files = user_files(cfg)
     if files:  # by content: a changed file is another job (jobs without user files keep their hash)
         d["inputs"] = {key: digest(path, key) for key, path in sorted(files.items())}

@@ -18,6 +18,7 @@ import harmcore
 from harmcore.core import scoring
 from harmcore.core.masking import content_key
 from harmcore.core.memory import plan
+from harmcore.core.offload import input_device
 from harmcore.core.score_store import (
     StaleScores,
     load_scores,
@@ -173,7 +174,7 @@ def scoring_plan(ctx: JobContext, lm: LoadedModel, examples, method: str) -> tup
     when a value is `auto` or the model is on a GPU, before any work."""
     s = ctx.cfg.scorer
     batch_size, per_pass = s.batch_size, s.layers_per_pass
-    on_gpu = next(lm.model.parameters()).device.type == "cuda"
+    on_gpu = input_device(lm.model).type == "cuda"
     if not scoring.get(method).needs_data or not examples or not ("auto" in (batch_size, per_pass) or on_gpu):
         return (4 if batch_size == "auto" else batch_size), (None if per_pass == "auto" else per_pass)
     toks = tokenize(lm.tokenizer, examples, ctx.fmt)

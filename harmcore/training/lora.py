@@ -137,6 +137,11 @@ def lora_finetune(
             f"LoRA schedule={schedule}, warmup_ratio={warmup_ratio}, weight_decay={weight_decay}: use a schedule "
             f"of {', '.join(SCHEDULES)}, a warmup ratio in [0, 1) and a weight decay >= 0"
         )
+    if any(p.device.type == "meta" for p in model.parameters()):
+        raise HarmcoreError(
+            "LoRA fine-tuning needs every weight on a device, but this model has offloaded blocks (model.offload, "
+            "or cpu/disk in model.device_map): place it on GPUs only for fine-tuning"
+        )
     torch.manual_seed(seed)
     peft_model = _peft(copy.deepcopy(model), r, alpha, rslora)
     params = [p for p in peft_model.parameters() if p.requires_grad]

@@ -92,3 +92,31 @@ def test_a_model_spread_over_two_gpus_scores_as_on_one_device(tiny_tok, harm_exa
         for n in want:
             assert got[n].device == spread.get_submodule(n).weight.device
             assert torch.allclose(got[n].cpu(), want[n].cpu(), rtol=1e-4, atol=1e-6), (method, n)
+
+
+def test_blocks_offloaded_to_host_memory_score_and_prune_as_resident_ones(tiny_tok, harm_examples):
+    """A device map with blocks on "cpu" beside the GPU (accelerate offloads them: stored in host
+    memory, loaded onto the GPU for each forward): scores equal the GPU model's, accumulators and
+    scores sit in host memory, and a mask changes the offloaded weights the next forward uses."""
+    from accelerate import dispatch_model
+
+    toks = tokenize(tiny_tok, harm_examples)
+    one = tiny_random_model(vocab_size=len(tiny_tok), layers=4).to("cuda")
+    off = tiny_random_model(vocab_size=len(tiny_tok), layers=4)
+    placement = {"model.embed_tokens": "cuda:0", "model.rotary_emb": "cuda:0", "model.layers.0": "cuda:0",
+                 "model.layers.1": "cpu", "model.layers.2": "cpu", "model.layers.3": "cuda:0",
+                 "model.norm": "cuda:0", "lm_head": "cuda:0"}  # fmt: skip
+    off = dispatch_model(off, device_map=placement, force_hooks=True)
+    assert off.model.layers[1].mlp.down_proj.weight.device.type == "meta"
+    for method in ("signed_snip", "snip", "wanda"):
+        want = scoring.compute(one, toks, method, batch_size=4)
+        got = scoring.compute(off, toks, method, batch_size=4)
+        assert got["model.layers.1.mlp.down_proj"].device.type == "cpu"
+        for n in want:
+            assert torch.allclose(got[n].cpu(), want[n].cpu(), rtol=1e-4, atol=1e-6), (method, n)
+    harm, keep = (scoring.compute(one, toks, m) for m in ("signed_snip", "snip"))
+    mask = set_difference({k: v.cpu() for k, v in harm.items()}, {k: v.cpu() for k, v in keep.items()}, 0.05, 0.05)
+    ids = torch.tensor([toks[0].prompt_ids], device="cuda")
+    masking.apply(one, mask)
+    masking.apply(off, mask)
+    assert torch.allclose(off(ids).logits, one(ids).logits, rtol=1e-4, atol=1e-5)

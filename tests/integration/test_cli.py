@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.integration.helpers import ROOT, TINY, cli, read_metrics, stable
 
@@ -349,3 +350,27 @@ def test_grouped_sparsities_walk_the_curve_in_one_job(out):
     separate = sweep_jobs(out / "sweeps" / "separate")
     for k in jobs:
         assert stable(read_metrics(jobs[k])) == stable(read_metrics(separate[k]))
+
+
+def test_a_job_with_offloaded_blocks_matches_the_plain_job(out, tmp_path):
+    """The device map typed as docs/cluster.md spells it, with both blocks offloaded (to disk here, the
+    stand-in on a machine without a GPU for "cpu" beside GPUs): computed from scratch in its own cache,
+    the job prunes the same weights and measures the same as the plain job; its offload folder is gone
+    when it ends."""
+    offloaded = ("model.device_map={model.embed_tokens: cpu, model.layers.0: disk, model.layers.1: disk, "
+                 "model.norm: cpu, model.rotary_emb: cpu, lm_head: cpu}")  # fmt: skip
+    jobs = {}
+    for label, extra in (("plain", []), ("offloaded", [offloaded])):
+        cache = tmp_path / f"cache_{label}"
+        r = cli("experiments.run", *TINY, "sparsity=0.01", f"output_root={out / label}", *extra,
+                env={"HARMCORE_CACHE": str(cache)})  # fmt: skip
+        assert r.returncode == 0, r.stderr[-2000:]
+        (jobs[label],) = [p.parent for p in (out / label).rglob("metrics.json")]
+        if label == "offloaded":  # the folder its weights went to was made and removed
+            assert (cache / "offload").is_dir() and not any((cache / "offload").iterdir())
+    from harmcore.core import masking
+
+    plain, off = (masking.load(jobs[k] / "mask.safetensors") for k in ("plain", "offloaded"))
+    assert plain.n_pruned > 0 and set(plain.indices) == set(off.indices)
+    assert all(torch.equal(plain.indices[n], off.indices[n]) for n in plain.indices)
+    assert stable(read_metrics(jobs["plain"])) == stable(read_metrics(jobs["offloaded"]))

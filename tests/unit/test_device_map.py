@@ -33,13 +33,151 @@ def test_scores_of_a_dispatched_model_equal_the_plain_models(tmp_path):
                 assert got[n].device == spread.get_submodule(n).weight.device
 
 
-def test_a_device_map_is_where_layers_go_not_what_the_job_computes():
+def test_a_device_map_is_where_layers_go_not_what_the_job_computes(tmp_path):
+    from harmcore.errors import HarmcoreError
     from harmcore.run.config import Config
     from harmcore.run.hashing import config_hash
 
-    placed = Config(model=ModelConfig(name="m", builder="tiny_random", device_map={"model.layers.0": "cuda:1"}))
-    assert config_hash(placed) == config_hash(Config(model=ModelConfig(name="m", builder="tiny_random")))
-    from harmcore.errors import HarmcoreError
-
+    plain = config_hash(Config(model=ModelConfig(name="m", builder="tiny_random")))
+    for placed in (ModelConfig(name="m", builder="tiny_random", device_map={"model.layers.0": "cuda:1"}),
+                   ModelConfig(name="m", builder="tiny_random", offload=True)):  # fmt: skip
+        assert config_hash(Config(model=placed)) == plain
     with pytest.raises(HarmcoreError, match="model.device_map='everywhere': give module name -> device"):
         ModelConfig(name="m", builder="tiny_random", device_map="everywhere")
+    with pytest.raises(HarmcoreError, match="model.device_map puts lm_head on 'gpu': use cuda:N"):
+        ModelConfig(name="m", builder="tiny_random", device_map={"lm_head": "gpu"})
+    with pytest.raises(HarmcoreError) as err:  # model.embed_tokens and more have no device
+        load(ModelConfig(name="t", builder="tiny_random", device="cpu", device_map={"model.layers.0": "cpu"}), tmp_path)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith("model.device_map does not place t:") and "model.embed_tokens" in line
+
+
+def test_a_device_map_and_offload_typed_as_the_docs_spell_them(tmp_path):
+    """`model.device_map={model.layers.0: disk, ...}` and `model.offload=true` on the command line, as
+    docs/cluster.md writes them (no `+`), reach the job's model config."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from harmcore.run.hydra_setup import register_schemas, to_run_config
+    from harmcore.run.options import CONF_DIR
+
+    register_schemas()
+    typed = "{" + ", ".join(f"{k}: {v}" for k, v in OFFLOADED.items()) + "}"
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["model=tiny_random", f"model.device_map={typed}", "model.offload=true"])
+    GlobalHydra.instance().clear()
+    model = to_run_config(cfg).model
+    assert model.device_map == OFFLOADED and model.offload is True
+
+
+# Both decoder blocks offloaded to disk: accelerate keeps their weights on the meta device and loads
+# them for each forward, as it does for blocks mapped to "cpu" beside GPUs (the same hooks and
+# weights map; only where the stored copy lives differs).
+OFFLOADED = {"model.embed_tokens": "cpu", "model.layers.0": "disk", "model.layers.1": "disk",
+             "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}  # fmt: skip
+
+
+def _prunable_mask(model):
+    from harmcore.core.selection import Mask
+    from harmcore.core.weights import prunable_linears
+
+    linears = prunable_linears(model)
+    names = sorted(linears)
+    return Mask({n: torch.arange(i % 3, 300, 7) for i, n in enumerate(names)},
+                {n: linears[n].weight.numel() for n in names}, {})  # fmt: skip
+
+
+def test_offloaded_blocks_score_prune_generate_and_export_as_resident_ones(tmp_path):
+    """Weights offloaded by a device map (the meta device during work): every scorer gives the plain
+    model's scores, in one pass and layer by layer; the fingerprint is the same; a mask zeroes the
+    same weights (the next forward sees it) and restores bit-exactly; greedy generation, response
+    losses and the exported checkpoint equal the plain model's."""
+    from safetensors.torch import load_file
+
+    from harmcore.core import masking
+    from harmcore.core.losses import response_nll
+    from harmcore.core.offload import is_offloaded
+    from harmcore.core.weights import fingerprint, prunable_linears
+    from harmcore.generation.base import Request, Sampling
+    from harmcore.generation.hf import HFGenerator
+
+    plain, tok = load(ModelConfig(name="t", builder="tiny_random", device="cpu"), tmp_path)
+    off, _ = load(ModelConfig(name="t", builder="tiny_random", device="cpu", device_map=OFFLOADED), tmp_path)
+    assert all(is_offloaded(m) and m.weight.device.type == "meta" for m in prunable_linears(off).values())
+    (folder,) = (tmp_path / "offload").iterdir()  # this process's, under the cache
+    assert any(folder.iterdir())
+    assert fingerprint(off) == fingerprint(plain)
+    for method in ("signed_snip", "snip", "wanda", "magnitude", "random"):
+        want = scoring.compute(plain, EXAMPLES, method, tokenizer=tok, fmt=FMT)
+        for per_pass in (None, 1):
+            got = scoring.compute(off, EXAMPLES, method, tokenizer=tok, fmt=FMT, layers_per_pass=per_pass)
+            for n in want:
+                assert got[n].device.type == "cpu"
+                assert torch.allclose(got[n], want[n], rtol=1e-5, atol=1e-7), (method, per_pass, n)
+
+    ids = torch.tensor([[1, 5, 9, 22, 7, 3]])
+    dense = off(ids).logits
+    mask = _prunable_mask(plain)
+    handle = masking.apply(off, mask)
+    masking.apply(plain, mask)
+    assert not torch.equal(off(ids).logits, dense)
+    assert torch.equal(off(ids).logits, plain(ids).logits)
+    assert fingerprint(off) == fingerprint(plain)
+    requests = [Request("How do I pick a lock?"), Request("Name a colour.")]
+    sampling = Sampling(max_new_tokens=8)
+    assert HFGenerator(off, tok, "chat").generate(requests, sampling) == HFGenerator(plain, tok, "chat").generate(
+        requests, sampling
+    )
+    assert response_nll(off, tok, EXAMPLES, FMT) == pytest.approx(response_nll(plain, tok, EXAMPLES, FMT), rel=1e-6)
+    off.save_pretrained(tmp_path / "export")
+    saved = load_file(str(tmp_path / "export" / "model.safetensors"))
+    assert set(saved) == set(plain.state_dict())
+    assert all(torch.equal(saved[k], v) for k, v in plain.state_dict().items())
+    masking.restore(off, handle)
+    assert torch.equal(off(ids).logits, dense)
+
+
+def test_offloaded_weights_count_in_host_memory_and_fine_tuning_refuses_them(tmp_path):
+    """The plan puts offloaded weights and their accumulators in host memory and one block's weights
+    on the execution device; LoRA fine-tuning, which needs resident weights, stops with one line."""
+    from harmcore.core.memory import estimate
+    from harmcore.errors import HarmcoreError
+    from harmcore.training.lora import lora_finetune
+
+    plain, tok = load(ModelConfig(name="t", builder="tiny_random", device="cpu"), tmp_path)
+    off, _ = load(ModelConfig(name="t", builder="tiny_random", device="cpu", device_map=OFFLOADED), tmp_path)
+    want, got = estimate(plain, 32, 2, None, "signed_snip")["cpu"], estimate(off, 32, 2, None, "signed_snip")["cpu"]
+    block = sum(p.numel() * p.element_size() for p in plain.model.layers[0].parameters())
+    assert got["onloaded"] == block and "onloaded" not in want
+    assert (got["weights"], got["accumulators"], got["activations"]) == (
+        want["weights"], want["accumulators"], want["activations"])  # fmt: skip
+    assert got["total"] == want["total"] + block
+    with pytest.raises(HarmcoreError) as err:
+        lora_finetune(off, tok, EXAMPLES, FMT, r=4, epochs=1)
+    assert "\n" not in str(err.value) and "offloaded blocks" in str(err.value)
+
+
+def test_a_process_removes_its_offload_folder_at_exit_and_those_of_dead_processes(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from harmcore.files import HOST
+
+    dead = tmp_path / "offload" / f"{HOST}.999999999-left"  # no such process on this host
+    other = tmp_path / "offload" / "elsewhere.999999999-left"  # another host's: not this one's to judge
+    dead.mkdir(parents=True)
+    other.mkdir()
+    code = (
+        "import sys; from pathlib import Path; from harmcore.models.config import ModelConfig; "
+        "from harmcore.models.loading import load; "
+        f"spec = ModelConfig(name='t', builder='tiny_random', device='cpu', device_map={OFFLOADED!r}); "
+        "load(spec, Path(sys.argv[1])); "
+        "import json; print(json.dumps(sorted(p.name for p in (Path(sys.argv[1]) / 'offload').iterdir())))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])  # while it ran
+    (own,) = [n for n in seen if n != other.name]
+    assert own.startswith(f"{HOST}.") and "999999999" not in own and other.name in seen
+    assert list((tmp_path / "offload").iterdir()) == [other]

@@ -1,0 +1,73 @@
+"""Where a module's weight values are, on a model accelerate dispatched with offloading.
+
+A module whose weights accelerate offloads (device map "cpu" beside GPUs, or "disk") keeps its
+parameters on the meta device; its hook loads the values onto the execution device for each forward
+and drops them after. Everything in harmcore that reads or writes weight values goes through
+`weight_of`, which returns the stored tensor for such a module and the parameter otherwise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from harmcore.errors import HarmcoreError
+
+
+def _weights_map(module: nn.Module):
+    hook = getattr(module, "_hf_hook", None)
+    return getattr(hook, "weights_map", None) if getattr(hook, "offload", False) else None
+
+
+def is_offloaded(module: nn.Module) -> bool:
+    return module.weight.device.type == "meta" and _weights_map(module) is not None
+
+
+def weight_of(module: nn.Module, writable: bool = False) -> torch.Tensor:
+    """The module's weight values: the parameter's data, or the offloaded copy. `writable`: a tensor
+    whose in-place changes the next forward sees (a disk-offloaded matrix is read into host memory
+    once and kept there, so that pruning it lasts)."""
+    w = module.weight
+    if w.device.type != "meta":
+        return w.data
+    stored = _weights_map(module)
+    if stored is None:
+        raise HarmcoreError(f"a {type(module).__name__} weight is on the meta device with no offloaded copy")
+    if not writable:
+        return stored["weight"]
+    loader, key = getattr(stored, "dataset", stored), getattr(stored, "prefix", "") + "weight"
+    held = getattr(loader, "state_dict", loader)  # accelerate's loader looks in its state_dict first
+    if key not in held:
+        held[key] = stored["weight"].contiguous()
+    return held[key]
+
+
+def value_of(model: nn.Module, name: str) -> torch.Tensor:
+    """The values of parameter `name` (dotted) of `model`, offloaded or not."""
+    owner, _, leaf = name.rpartition(".")
+    module = model.get_submodule(owner)
+    param = getattr(module, leaf)
+    if param.device.type != "meta":
+        return param.data
+    stored = _weights_map(module)
+    if stored is None:
+        raise HarmcoreError(f"{name} is on the meta device with no offloaded copy")
+    return stored[leaf]
+
+
+def store_device(module: nn.Module) -> torch.device:
+    """Where the module's weight values live between forwards (host memory for offloaded ones):
+    where its accumulators and scores go."""
+    w = module.weight
+    return torch.device("cpu") if w.device.type == "meta" else w.device
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where a batch goes in: the dispatched model's execution device, else its first real parameter's."""
+    hook = getattr(model, "_hf_hook", None)
+    if getattr(hook, "execution_device", None) is not None:
+        return torch.device(hook.execution_device)
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
