@@ -63,6 +63,23 @@ def _import_vllm():
     return vllm
 
 
+def tensor_parallel_size(n_gpus: int, heads: int, kv_heads: int) -> int:
+    """The most GPUs, up to `n_gpus`, that vLLM can split the attention over: the query heads divide
+    evenly and the key/value heads either divide evenly or are replicated evenly (1 for no GPU)."""
+    for t in range(max(n_gpus, 1), 1, -1):
+        if heads % t == 0 and (kv_heads % t == 0 or t % kv_heads == 0):
+            return t
+    return 1
+
+
+def matching_tensor_parallel(model) -> int:
+    """`tensor_parallel_size=auto`: as many GPUs as the HF model's weights are spread over."""
+    gpus = {p.device.index for p in model.parameters() if p.device.type == "cuda"}
+    text = getattr(model.config, "text_config", None) or model.config
+    heads = int(text.num_attention_heads)
+    return tensor_parallel_size(len(gpus), heads, int(getattr(text, "num_key_value_heads", None) or heads))
+
+
 def check_servable(path: str, settings: EngineSettings, revision: str | None = None) -> tuple[int, bool]:
     """Refuse, before any engine starts, a model the CPU backend cannot run; return the context length
     to use (`settings.max_model_len`, lowered to the model's own maximum where that is smaller) and

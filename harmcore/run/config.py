@@ -192,14 +192,21 @@ class VLLMEngineConfig:
     """How a vLLM engine is built (generation.backend=vllm). Does not change results: not in the job hash."""
 
     max_model_len: int = 2048  # context the KV cache is sized for (lowered to the model's own maximum)
-    tensor_parallel_size: int = 1  # GPUs per engine; >1 runs workers in their own processes
+    # GPUs per engine (>1 runs workers in their own processes); auto: as many as the HF model is spread
+    # over (1 on one device), lowered until the attention heads divide evenly
+    tensor_parallel_size: Any = "auto"
     gpu_memory_utilization: float = 0.6  # of the GPU; the HF model used for scoring and masking shares it
     kv_cache_gb: int = 2  # CPU only (VLLM_CPU_KVCACHE_SPACE)
     enforce_eager: bool | None = None  # null: eager on CPU, CUDA graphs on GPU
 
     def __post_init__(self) -> None:
         _positive("generation.vllm.max_model_len", self.max_model_len)
-        _positive("generation.vllm.tensor_parallel_size", self.tensor_parallel_size)
+        if self.tensor_parallel_size != "auto":
+            if isinstance(self.tensor_parallel_size, bool) or not isinstance(self.tensor_parallel_size, int):
+                raise HarmcoreError(
+                    f"generation.vllm.tensor_parallel_size={self.tensor_parallel_size}: use a positive integer or auto"
+                )
+            _positive("generation.vllm.tensor_parallel_size", self.tensor_parallel_size)
         _positive("generation.vllm.kv_cache_gb", self.kv_cache_gb)
         if not (0.0 < self.gpu_memory_utilization <= 1.0):
             raise HarmcoreError(

@@ -146,8 +146,11 @@ class Session:
         if g.backend == "hf":
             return HFGenerator(lm.model, lm.tokenizer, lm.spec.prompt_format, g.batch_size, progress=True)
         spec = lm.spec
+        engine_cfg = asdict(g.vllm)
+        if engine_cfg["tensor_parallel_size"] == "auto":  # the GPUs the HF model is spread over
+            engine_cfg["tensor_parallel_size"] = vllm_engine.matching_tensor_parallel(lm.model)
         settings = vllm_engine.EngineSettings(
-            dtype=spec.dtype, seed=cfg.seed, trust_remote_code=spec.trust_remote_code, **asdict(g.vllm)
+            dtype=spec.dtype, seed=cfg.seed, trust_remote_code=spec.trust_remote_code, **engine_cfg
         )
         key = _key(spec, settings)
         start = time.perf_counter()

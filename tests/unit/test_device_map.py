@@ -181,3 +181,22 @@ def test_a_process_removes_its_offload_folder_at_exit_and_those_of_dead_processe
     (own,) = [n for n in seen if n != other.name]
     assert own.startswith(f"{HOST}.") and "999999999" not in own and other.name in seen
     assert list((tmp_path / "offload").iterdir()) == [other]
+
+
+def test_the_vllm_engine_takes_as_many_gpus_as_the_model_is_spread_over(tmp_path):
+    """generation.vllm.tensor_parallel_size=auto (the default): the GPUs the HF model spans, lowered
+    until vLLM can split the heads; a number is kept, anything else is one line."""
+    from harmcore.errors import HarmcoreError
+    from harmcore.generation.vllm_engine import matching_tensor_parallel, tensor_parallel_size
+    from harmcore.run.config import VLLMEngineConfig
+
+    assert tensor_parallel_size(4, 40, 8) == 4  # Qwen2.5-32B on a 4-GPU node
+    assert tensor_parallel_size(3, 32, 8) == 2  # 32 heads do not split three ways
+    assert tensor_parallel_size(6, 40, 8) == 4  # 5 splits 40 query heads but not 8 key/value heads
+    assert tensor_parallel_size(8, 32, 4) == 8  # 4 key/value heads, each on two GPUs
+    assert tensor_parallel_size(0, 32, 8) == tensor_parallel_size(1, 32, 8) == 1
+    plain, _ = load(ModelConfig(name="t", builder="tiny_random", device="cpu"), tmp_path)
+    assert matching_tensor_parallel(plain) == 1  # no GPU
+    assert VLLMEngineConfig().tensor_parallel_size == "auto" and VLLMEngineConfig(tensor_parallel_size=2)
+    with pytest.raises(HarmcoreError, match="tensor_parallel_size=lots: use a positive integer or auto"):
+        VLLMEngineConfig(tensor_parallel_size="lots")
