@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harmcore.core.offload import input_device, store_device
+from harmcore.core.offload import input_device, offloaded_params, store_device
 from harmcore.core.weights import decoder_layers, layer_index, prunable_linears
 from harmcore.errors import HarmcoreError
 
@@ -70,12 +70,13 @@ def estimate(model, n_tokens: int, batch_size: int, layers_per_pass: int | None,
         d = need.setdefault(str(dev), {"weights": 0, "accumulators": 0, "activations": 0})
         d[part] = d.get(part, 0) + int(value)
 
-    for p in model.parameters():  # an offloaded weight (meta device) is kept in host memory
-        add("cpu" if p.device.type == "meta" else p.device, "weights", p.numel() * p.element_size())
+    off = offloaded_params(model)
+    for p in model.parameters():  # an offloaded weight is kept in host memory
+        add("cpu" if id(p) in off else p.device, "weights", p.numel() * p.element_size())
     hidden, inter, heads, kv_width, vocab = _config(model)
     first = next(model.parameters())
     entry = input_device(model)
-    onloaded = [sum(p.numel() * p.element_size() for p in b.parameters() if p.device.type == "meta")
+    onloaded = [sum(p.numel() * p.element_size() for p in b.parameters() if id(p) in off)
                 for b in decoder_layers(model)]  # fmt: skip
     if max(onloaded, default=0):  # an offloaded block is loaded onto the execution device while it runs
         add(entry, "onloaded", max(onloaded))

@@ -58,8 +58,13 @@ def value_of(model: nn.Module, name: str) -> torch.Tensor:
 def store_device(module: nn.Module) -> torch.device:
     """Where the module's weight values live between forwards (host memory for offloaded ones):
     where its accumulators and scores go."""
-    w = module.weight
-    return torch.device("cpu") if w.device.type == "meta" else w.device
+    return torch.device("cpu") if is_offloaded(module) else module.weight.device
+
+
+def offloaded_params(model: nn.Module) -> set[int]:
+    """ids of the parameters accelerate offloaded (a model built on the meta device has none)."""
+    return {id(p) for m in model.modules() if _weights_map(m) is not None
+            for p in m.parameters(recurse=False) if p.device.type == "meta"}  # fmt: skip
 
 
 def input_device(model: nn.Module) -> torch.device:
@@ -67,7 +72,6 @@ def input_device(model: nn.Module) -> torch.device:
     hook = getattr(model, "_hf_hook", None)
     if getattr(hook, "execution_device", None) is not None:
         return torch.device(hook.execution_device)
-    for p in model.parameters():
-        if p.device.type != "meta":
-            return p.device
-    return torch.device("cpu")
+    params = list(model.parameters())
+    fallback = params[0].device if params else torch.device("cpu")  # a model built on the meta device
+    return next((p.device for p in params if p.device.type != "meta"), fallback)

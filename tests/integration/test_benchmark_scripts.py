@@ -28,6 +28,24 @@ def test_gpu_benchmark_runs_on_a_tiny_shape(tmp_path):
     pruned = [row["global_pruned"] for row in rows]
     assert pruned == sorted(pruned) and pruned[-1] > 0  # a larger q prunes more
 
+    # The capacity table predicts scoring time from this run's measured rates.
+    table = tmp_path / "capacity.json"
+    cmd = [sys.executable, "-m", "benchmarks.capacity", "--throughput", str(out), "--json", str(table)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cap = json.loads(table.read_text())
+    h, inter, kv, layers, vocab = 4096, 14336, 8 * 128, 32, 128256  # Llama-3.1-8B, written out
+    linear = layers * (2 * h * h + 2 * h * kv + 3 * h * inter) + vocab * h
+    t = cap["llama3.1-8b_time"]
+    assert t["linear_params"] == linear
+    flops = 6 * linear * 412 * 512
+    assert t["pflop_per_set"] == round(flops / 1e15, 2)
+    assert t["harm_minutes"] == round(flops / (r["signed_snip"]["model_tflops"] * 1e12) / 60, 2)
+    assert t["preserve_minutes"] == round(flops / (r["snip_abs"]["model_tflops"] * 1e12) / 60, 2)
+    row = cap["llama3.1-8b_b1_all"]  # a model on the meta device is one device's plan, nothing offloaded
+    assert set(row) == {"weights", "accumulators", "activations", "total"}
+    assert row["weights"] == round((linear + vocab * h + (2 * layers + 1) * h) * 2 / 2**30, 1)  # bf16, + embeddings
+
 
 def test_sweep_overhead_benchmark_accounts_for_the_wall_time(tmp_path):
     out = tmp_path / "overhead.json"
