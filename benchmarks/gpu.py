@@ -10,6 +10,8 @@ In one process, on random token ids (`--examples` x `--seq` tokens, loss on all 
   tokens/s, model TFLOP/s (6 x linear params x tokens / s), fraction of `matmul_tflops` and peak
   memory (CUDA max allocated); the reference one-layer-per-pass loop on `--reference-examples`
   examples, timed and checked equal to the one-pass scores on the same examples;
+- offload: signed SNIP with the last `--offload-blocks` blocks kept in host memory by a device map
+  (accelerate loads each onto the GPU for its forward), timed and checked equal to the resident scores;
 - selection: set difference (per-matrix and global ranking) on the model's scores for q in
   1e-5 .. 1e-2.
 Then, in a fresh process (so the scoring buffers are gone), `benchmarks.generation` on the same
@@ -23,6 +25,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -138,10 +141,38 @@ def scoring_and_selection(args, r: dict) -> None:
             r[key]["vs_bare_fwd_bwd"] = r[key]["s"] / r["bare_fwd_bwd"]["s"]
     if isinstance(r.get("snip_abs"), dict) and isinstance(r.get("signed_snip"), dict):
         r["abs_vs_signed"] = r["snip_abs"]["s"] / r["signed_snip"]["s"]
+    if args.offload_blocks:
+        offloaded_scoring(model, toks, args, signed, r, fpt, ceiling)
     model = None  # frees the weights before selection
     if signed is None or abs_scores is None:
         return
     r["selection"] = selection_times(signed, abs_scores, device)
+
+
+def offloaded_scoring(model, toks, args, signed: dict | None, r: dict, fpt: float, ceiling: float) -> None:
+    """The same model with its last `--offload-blocks` blocks offloaded by a device map (kept in host
+    memory beside a GPU; on a CPU run, on disk): signed SNIP timed, and its scores compared with the
+    resident model's."""
+    from accelerate import dispatch_model
+
+    device, layers = args.device, model.config.num_hidden_layers
+    n = min(args.offload_blocks, layers)
+    main = ("cuda:0" if device == "cuda" else device) if device.startswith("cuda") else "cpu"
+    away = "cpu" if device.startswith("cuda") else "disk"
+    model.to("cpu")
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    device_map = {name: main for name in ("model.embed_tokens", "model.rotary_emb", "model.norm", "lm_head")}
+    device_map.update({f"model.layers.{i}": away if i >= layers - n else main for i in range(layers)})
+    with tempfile.TemporaryDirectory() as folder:
+        dispatch_model(model, device_map=device_map, offload_dir=folder, force_hooks=True)
+        key = f"signed_snip_{n}_blocks_offloaded"
+        got = measure(key, lambda: compute(model, toks, "signed_snip", batch_size=args.batch), device, r,
+                      len(toks) * args.seq, fpt, ceiling)  # fmt: skip
+        if isinstance(r.get(key), dict) and isinstance(r.get("signed_snip"), dict):
+            r[key]["vs_resident"] = r[key]["s"] / r["signed_snip"]["s"]
+    if got is not None and signed is not None:
+        r["offloaded_max_rel_diff"] = max_rel_diff(signed, offload(got))
 
 
 def selection_times(signed: dict, abs_scores: dict, device: str) -> list[dict]:
@@ -185,6 +216,8 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=8, help="layers per pass of the chunked mode")
     ap.add_argument("--reference-examples", type=int, default=4)
     ap.add_argument("--matmul-n", type=int, default=8192)
+    ap.add_argument("--offload-blocks", type=int, default=8,
+                    help="also score with this many blocks offloaded to host memory (0: skip)")  # fmt: skip
     ap.add_argument("--skip-generation", action="store_true")
     ap.add_argument("--generation-args", default="--prompts 64 --hf-batch 64 --new-tokens 128")
     ap.add_argument("--generation-timeout", type=float, default=1800, help="seconds for the generation benchmark")

@@ -13,7 +13,7 @@ def test_gpu_benchmark_runs_on_a_tiny_shape(tmp_path):
     out = tmp_path / "gpu.json"
     cmd = [sys.executable, "-m", "benchmarks.gpu", "--shape", "tiny", "--device", "cpu", "--dtype", "float32",
            "--examples", "4", "--seq", "96", "--batch", "2", "--chunk", "2", "--reference-examples", "2",
-           "--matmul-n", "256", "--skip-generation", "--json", str(out)]  # fmt: skip
+           "--matmul-n", "256", "--offload-blocks", "2", "--skip-generation", "--json", str(out)]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     r = json.loads(out.read_text())
@@ -23,6 +23,7 @@ def test_gpu_benchmark_runs_on_a_tiny_shape(tmp_path):
         assert m["s"] > 0 and m["model_tflops"] > 0 and 0 < m["fraction_of_matmul"]
         assert abs(m["tok_s"] * m["s"] - (2 if mode == "reference_layerwise" else 4) * 96) < 1e-6 * m["tok_s"] + 1
     assert r["abs_vs_signed"] == r["snip_abs"]["s"] / r["signed_snip"]["s"]
+    assert r["signed_snip_2_blocks_offloaded"]["s"] > 0 and r["offloaded_max_rel_diff"] < 1e-5  # on disk, here
     rows = r["selection"]
     assert [row["q"] for row in rows] == [1e-5, 1e-4, 1e-3, 1e-2]
     pruned = [row["global_pruned"] for row in rows]
