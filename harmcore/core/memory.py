@@ -58,8 +58,9 @@ def _config(model):
 def estimate(model, n_tokens: int, batch_size: int, layers_per_pass: int | None, method: str) -> dict[str, dict]:
     """device -> {"weights", "accumulators", "activations", "total"} bytes of one scoring pass over
     batches of `batch_size` examples of `n_tokens` tokens (the longest example). On a model with
-    offloaded blocks, their weights and accumulators count in host memory ("cpu") and the largest
-    such block once more on the execution device ("onloaded")."""
+    offloaded blocks, their weights and accumulators count in host memory ("cpu") and their loaded
+    copies on the execution device ("onloaded": the largest block for Wanda; every offloaded block for
+    a gradient pass, which keeps them until its backward)."""
     linears = prunable_linears(model)
     owner = layer_index(model)
     n_layers = max(owner.values()) + 1 if owner else 0
@@ -78,8 +79,11 @@ def estimate(model, n_tokens: int, batch_size: int, layers_per_pass: int | None,
     entry = input_device(model)
     onloaded = [sum(p.numel() * p.element_size() for p in b.parameters() if id(p) in off)
                 for b in decoder_layers(model)]  # fmt: skip
-    if max(onloaded, default=0):  # an offloaded block is loaded onto the execution device while it runs
-        add(entry, "onloaded", max(onloaded))
+    # An offloaded block is loaded onto the execution device while it runs; a gradient pass keeps each
+    # block's loaded copy for its backward (the input gradients need the weights), so every one counts
+    held = max(onloaded, default=0) if method == "wanda" else sum(onloaded)
+    if held:
+        add(entry, "onloaded", held)
     tokens = batch_size * n_tokens
     if method == "wanda":
         for m in linears.values():
