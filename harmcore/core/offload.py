@@ -27,31 +27,29 @@ def weight_of(module: nn.Module, writable: bool = False) -> torch.Tensor:
     """The module's weight values: the parameter's data, or the offloaded copy. `writable`: a tensor
     whose in-place changes the next forward sees (a disk-offloaded matrix is read into host memory
     once and kept there, so that pruning it lasts)."""
-    w = module.weight
-    if w.device.type != "meta":
-        return w.data
+    if not writable or module.weight.device.type != "meta":
+        return _values(module, "weight")
     stored = _weights_map(module)
-    if stored is None:
-        raise HarmcoreError(f"a {type(module).__name__} weight is on the meta device with no offloaded copy")
-    if not writable:
-        return stored["weight"]
     loader, key = getattr(stored, "dataset", stored), getattr(stored, "prefix", "") + "weight"
     held = getattr(loader, "state_dict", loader)  # accelerate's loader looks in its state_dict first
     if key not in held:
-        held[key] = stored["weight"].contiguous()
+        held[key] = _values(module, "weight").contiguous()
     return held[key]
 
 
 def value_of(model: nn.Module, name: str) -> torch.Tensor:
     """The values of parameter `name` (dotted) of `model`, offloaded or not."""
     owner, _, leaf = name.rpartition(".")
-    module = model.get_submodule(owner)
+    return _values(model.get_submodule(owner), leaf)
+
+
+def _values(module: nn.Module, leaf: str) -> torch.Tensor:
     param = getattr(module, leaf)
     if param.device.type != "meta":
         return param.data
     stored = _weights_map(module)
     if stored is None:
-        raise HarmcoreError(f"{name} is on the meta device with no offloaded copy")
+        raise HarmcoreError(f"a {type(module).__name__}'s {leaf} is on the meta device with no offloaded copy")
     return stored[leaf]
 
 
