@@ -63,11 +63,12 @@ def _import_vllm():
     return vllm
 
 
-def tensor_parallel_size(n_gpus: int, heads: int, kv_heads: int) -> int:
-    """The most GPUs, up to `n_gpus`, that vLLM can split the attention over: the query heads divide
-    evenly and the key/value heads either divide evenly or are replicated evenly (1 for no GPU)."""
+def tensor_parallel_size(n_gpus: int, heads: int, kv_heads: int, intermediate: int) -> int:
+    """The most GPUs, up to `n_gpus`, that vLLM can split the model over: the query heads and the
+    MLP's intermediate size divide evenly, and the key/value heads either divide evenly or are
+    replicated evenly (1 for no GPU)."""
     for t in range(max(n_gpus, 1), 1, -1):
-        if heads % t == 0 and (kv_heads % t == 0 or t % kv_heads == 0):
+        if heads % t == 0 and intermediate % t == 0 and (kv_heads % t == 0 or t % kv_heads == 0):
             return t
     return 1
 
@@ -77,7 +78,8 @@ def matching_tensor_parallel(model) -> int:
     gpus = {p.device.index for p in model.parameters() if p.device.type == "cuda"}
     text = getattr(model.config, "text_config", None) or model.config
     heads = int(text.num_attention_heads)
-    return tensor_parallel_size(len(gpus), heads, int(getattr(text, "num_key_value_heads", None) or heads))
+    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+    return tensor_parallel_size(len(gpus), heads, kv_heads, int(getattr(text, "intermediate_size", None) or 0))
 
 
 def check_servable(path: str, settings: EngineSettings, revision: str | None = None) -> tuple[int, bool]:

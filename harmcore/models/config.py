@@ -42,6 +42,11 @@ class ModelConfig:
         for module, where in (self.device_map or {}).items():
             if not re.fullmatch(r"cpu|disk|mps|cuda(:\d+)?|\d+", str(where)):
                 raise HarmcoreError(f"model.device_map puts {module} on {where!r}: use cuda:N (or N), cpu, disk or mps")
+        if self.offload and self.device != "auto" and self.device_map is None:
+            raise HarmcoreError(
+                f"model.offload=true has no effect with model.device={self.device}: it spreads the model over the "
+                "GPUs and host memory, so set model.device=auto (or place modules with model.device_map)"
+            )
         if self.prompt_format not in PROMPT_FORMATS:
             raise HarmcoreError(f"model.prompt_format={self.prompt_format}: use one of {', '.join(PROMPT_FORMATS)}")
         if self.builder and self.path:

@@ -104,7 +104,10 @@ def _spread(model, spec: ModelConfig) -> dict:
     if spec.offload:
         import psutil
 
-        budget["cpu"] = int(psutil.virtual_memory().available * WEIGHT_SHARE)
+        # the model was read into host memory to be placed: what it takes there is available after
+        tensors = (*model.parameters(), *model.buffers())
+        held = sum(t.numel() * t.element_size() for t in tensors if t.device.type == "cpu")
+        budget["cpu"] = int((psutil.virtual_memory().available + held) * WEIGHT_SHARE)
     no_split = getattr(model, "_no_split_modules", None) or []
     device_map = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=no_split)
     spill = {str(d) for d in device_map.values()} & ({"disk"} if spec.offload else {"cpu", "disk"})

@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from harmcore.core.offload import offloaded_params
 from harmcore.core.selection import SetDifference
 from harmcore.core.weights import fingerprint
 from harmcore.data.examples import leading_special_ids
+from harmcore.errors import HarmcoreError
 from harmcore.generation import vllm_engine
 from harmcore.generation.base import Generator
 from harmcore.generation.hf import HFGenerator
@@ -146,6 +148,11 @@ class Session:
         if g.backend == "hf":
             return HFGenerator(lm.model, lm.tokenizer, lm.spec.prompt_format, g.batch_size, progress=True)
         spec = lm.spec
+        if offloaded_params(lm.model):
+            raise HarmcoreError(
+                f"generation=vllm needs the whole of {spec.name} on GPUs, but some of its blocks are offloaded "
+                "(model.offload, or cpu/disk in model.device_map): use generation=hf, or more GPUs"
+            )
         engine_cfg = asdict(g.vllm)
         if engine_cfg["tensor_parallel_size"] == "auto":  # the GPUs the HF model is spread over
             engine_cfg["tensor_parallel_size"] = vllm_engine.matching_tensor_parallel(lm.model)

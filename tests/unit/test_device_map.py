@@ -187,18 +187,59 @@ def test_a_process_removes_its_offload_folder_at_exit_and_those_of_dead_processe
 
 def test_the_vllm_engine_takes_as_many_gpus_as_the_model_is_spread_over(tmp_path):
     """generation.vllm.tensor_parallel_size=auto (the default): the GPUs the HF model spans, lowered
-    until vLLM can split the heads; a number is kept, anything else is one line."""
+    until vLLM can split the heads and the MLP; a number is kept, anything else is one line."""
     from harmcore.errors import HarmcoreError
     from harmcore.generation.vllm_engine import matching_tensor_parallel, tensor_parallel_size
     from harmcore.run.config import VLLMEngineConfig
 
-    assert tensor_parallel_size(4, 40, 8) == 4  # Qwen2.5-32B on a 4-GPU node
-    assert tensor_parallel_size(3, 32, 8) == 2  # 32 heads do not split three ways
-    assert tensor_parallel_size(6, 40, 8) == 4  # 5 splits 40 query heads but not 8 key/value heads
-    assert tensor_parallel_size(8, 32, 4) == 8  # 4 key/value heads, each on two GPUs
-    assert tensor_parallel_size(0, 32, 8) == tensor_parallel_size(1, 32, 8) == 1
+    assert tensor_parallel_size(4, 40, 8, 27648) == 4  # Qwen2.5-32B on a 4-GPU node
+    assert tensor_parallel_size(3, 32, 8, 14336) == 2  # 32 heads do not split three ways
+    assert tensor_parallel_size(6, 40, 8, 27648) == 4  # 5 splits 40 query heads but not 8 key/value heads
+    assert tensor_parallel_size(8, 32, 4, 14336) == 8  # 4 key/value heads, each on two GPUs
+    assert tensor_parallel_size(8, 64, 8, 4100) == 4  # the heads split eight ways, the MLP's 4100 rows do not
+    assert tensor_parallel_size(0, 32, 8, 14336) == tensor_parallel_size(1, 32, 8, 14336) == 1
     plain, _ = load(ModelConfig(name="t", builder="tiny_random", device="cpu"), tmp_path)
     assert matching_tensor_parallel(plain) == 1  # no GPU
     assert VLLMEngineConfig().tensor_parallel_size == "auto" and VLLMEngineConfig(tensor_parallel_size=2)
     with pytest.raises(HarmcoreError, match="tensor_parallel_size=lots: use a positive integer or auto"):
         VLLMEngineConfig(tensor_parallel_size="lots")
+
+
+def test_offloaded_blocks_refuse_vllm_and_offload_without_auto_is_one_line(tmp_path):
+    """vLLM needs the whole model on its GPUs: a job whose model has offloaded blocks stops with one
+    line when it asks for its generator (before any work); `model.offload=true` beside a fixed
+    device would do nothing, so it is refused where the config is made."""
+    from harmcore.errors import HarmcoreError
+    from harmcore.run.config import Config
+    from harmcore.run.session import LoadedModel, Session
+
+    spec = ModelConfig(name="t", builder="tiny_random", device="cpu", device_map=OFFLOADED)
+    off, tok = load(spec, tmp_path)
+    cfg = Config(model=spec)
+    cfg.generation.backend = "vllm"
+    with Session() as session, pytest.raises(HarmcoreError) as err:
+        session.generator(LoadedModel(off, tok, spec, "f"), cfg, stages=None)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith("generation=vllm needs the whole of t on GPUs") and "hf" in line
+    with pytest.raises(HarmcoreError, match=r"model.offload=true has no effect with model.device=cpu: .*device=auto"):
+        ModelConfig(name="t", builder="tiny_random", device="cpu", offload=True)
+    assert ModelConfig(name="t", builder="tiny_random", device="cpu", offload=True, device_map=OFFLOADED).offload
+
+
+def test_offload_counts_the_host_memory_the_loaded_model_will_give_back(tmp_path, monkeypatch):
+    """model.offload's host budget is measured while the model, read in to be placed, is still in host
+    memory: what it holds there counts as available. One GPU with room for no block and host memory
+    free for 2.5 models (3.5 once the model's own copy is counted): the blocks go to host memory
+    (30 % of 3.5 models), not to disk (30 % of 2.5 would be too little, an error)."""
+    import psutil
+
+    from harmcore.models import loading
+
+    plain, _ = load(ModelConfig(name="t", builder="tiny_random", device="cpu"), tmp_path)
+    size = sum(p.numel() * p.element_size() for p in plain.parameters())
+    free = type("Free", (), {"available": int(2.5 * size)})()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=0: (1024, 1024))
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: free)
+    device_map = loading._spread(plain, ModelConfig(name="t", builder="tiny_random", offload=True))
+    assert set(device_map.values()) == {"cpu"}
