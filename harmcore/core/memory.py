@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from harmcore.core.offload import input_device, offloaded_params, store_device
-from harmcore.core.weights import decoder_layers, layer_index, prunable_linears
+from harmcore.core.weights import layer_index, prunable_linears
 from harmcore.errors import HarmcoreError
 
 GB = 1024**3
@@ -59,8 +59,8 @@ def estimate(model, n_tokens: int, batch_size: int, layers_per_pass: int | None,
     """device -> {"weights", "accumulators", "activations", "total"} bytes of one scoring pass over
     batches of `batch_size` examples of `n_tokens` tokens (the longest example). On a model with
     offloaded blocks, their weights and accumulators count in host memory ("cpu") and their loaded
-    copies on the execution device ("onloaded": the largest block for Wanda; every offloaded block for
-    a gradient pass, which keeps them until its backward)."""
+    copies on the execution device ("onloaded": the largest offloaded module's, accelerate loading each
+    module's own weights for its forward, and scoring each again for its backward)."""
     linears = prunable_linears(model)
     owner = layer_index(model)
     n_layers = max(owner.values()) + 1 if owner else 0
@@ -77,11 +77,10 @@ def estimate(model, n_tokens: int, batch_size: int, layers_per_pass: int | None,
     hidden, inter, heads, kv_width, vocab = _config(model)
     first = next(model.parameters())
     entry = input_device(model)
-    onloaded = [sum(p.numel() * p.element_size() for p in b.parameters() if id(p) in off)
-                for b in decoder_layers(model)]  # fmt: skip
-    # An offloaded block is loaded onto the execution device while it runs; a gradient pass keeps each
-    # block's loaded copy for its backward (the input gradients need the weights), so every one counts
-    held = max(onloaded, default=0) if method == "wanda" else sum(onloaded)
+    # An offloaded module's weights are loaded onto the execution device for its forward, and in a gradient
+    # pass again for its backward (scoring saves them as references to their store): one module at a time
+    held = max((sum(p.numel() * p.element_size() for p in m.parameters(recurse=False) if id(p) in off)
+                for m in model.modules()), default=0)  # fmt: skip
     if held:
         add(entry, "onloaded", held)
     tokens = batch_size * n_tokens
@@ -145,7 +144,8 @@ def plan(model, n_tokens: int, n_examples: int, method: str, batch_size="auto", 
     dev, worst = max(need.items(), key=lambda kv: kv[1]["total"] - free.get(kv[0], 0))
     raise HarmcoreError(
         f"scoring does not fit: {dev} needs {worst['total'] / GB:.1f} GiB (weights {worst['weights'] / GB:.1f}, "
-        f"accumulators {worst['accumulators'] / GB:.1f}, activations {worst['activations'] / GB:.1f}) with "
+        f"accumulators {worst['accumulators'] / GB:.1f}, activations {worst['activations'] / GB:.1f}"
+        + (f", offloaded weights loaded {worst['onloaded'] / GB:.1f}" if worst.get("onloaded") else "") + ") with "
         f"batch_size={batches[-1]}, layers_per_pass={passes[-1] or 'all'} but has {free.get(dev, 0) / GB:.1f} GiB "
         "free: " + ("" if (batch_size, layers_per_pass) == ("auto", "auto") else
                     "let harmcore choose (scorer.batch_size=auto scorer.layers_per_pass=auto), ")

@@ -8,6 +8,10 @@ and drops them after. Everything in harmcore that reads or writes weight values 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -73,3 +77,67 @@ def input_device(model: nn.Module) -> torch.device:
     params = list(model.parameters())
     fallback = params[0].device if params else torch.device("cpu")  # a model built on the meta device
     return next((p.device for p in params if p.device.type != "meta"), fallback)
+
+
+@dataclass(frozen=True)
+class _Reload:
+    """A saved tensor that was (a view of) an offloaded module's loaded copy of a parameter."""
+
+    module: nn.Module
+    leaf: str
+    device: torch.device
+    dtype: torch.dtype
+    size: torch.Size
+    stride: tuple[int, ...]
+    offset: int  # into the parameter's own elements
+
+
+@contextmanager
+def reloaded_in_backward(model: nn.Module) -> Iterator[None]:
+    """Within this context, autograd saves an offloaded module's loaded weights (which the input
+    gradients need) as a reference to their store, and loads them again when the backward reaches
+    them: the execution device holds one module's copy at a time instead of every copy until the
+    backward. Nothing changes for a model without offloaded weights."""
+    owners = {m: [n for n, p in m.named_parameters(recurse=False) if p.device.type == "meta"]
+              for m in model.modules() if _weights_map(m) is not None}  # fmt: skip
+    owners = {m: leaves for m, leaves in owners.items() if leaves}
+    if not owners:
+        yield
+        return
+    running: list[nn.Module] = []  # the offloaded modules whose forward is under way, innermost last
+
+    def pack(t: torch.Tensor):
+        if not running or t.layout != torch.strided:
+            return t
+        module = running[-1]
+        for leaf in owners[module]:
+            p = getattr(module, leaf)
+            if (
+                p.device == t.device
+                and p.is_contiguous()
+                and p.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
+            ):
+                return _Reload(
+                    module, leaf, t.device, t.dtype, t.size(), t.stride(), t.storage_offset() - p.storage_offset()
+                )
+        return t
+
+    def unpack(saved):
+        if not isinstance(saved, _Reload):
+            return saved
+        values = _values(saved.module, saved.leaf).to(device=saved.device, dtype=saved.dtype).contiguous()
+        return values.as_strided(saved.size, saved.stride, saved.offset)
+
+    def enter(module, args) -> None:
+        running.append(module)
+
+    def leave(module, args, output) -> None:  # returns None: the output stays as it is
+        running.pop()
+
+    handles = [h for m in owners for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            yield
+    finally:
+        for h in handles:
+            h.remove()

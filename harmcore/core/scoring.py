@@ -36,7 +36,7 @@ from torch import nn
 
 from harmcore.core.losses import response_losses
 from harmcore.core.matrices import first_nonfinite
-from harmcore.core.offload import input_device, store_device, weight_of
+from harmcore.core.offload import input_device, reloaded_in_backward, store_device, weight_of
 from harmcore.core.weights import decoder_layers, layer_index, prunable_linears
 from harmcore.data.examples import FormatSpec, TokenizedExample, batches, ensure_tokenized
 from harmcore.errors import HarmcoreError, unknown_name
@@ -228,7 +228,8 @@ def _gradient_scores(run: ScoringRun, desc: str, accumulate, combine) -> dict[st
     per_pass = run.layers_per_pass or len(layers)
     # abs SNIP needs per-example gradients; examples in one batch stay separate in the
     # batched matmul, so batching is exact for both methods.
-    flags = {p: p.requires_grad for p in model.parameters()}
+    # by name: accelerate swaps an offloaded module's parameter objects at every forward
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
     device = input_device(model)
@@ -247,14 +248,17 @@ def _gradient_scores(run: ScoringRun, desc: str, accumulate, combine) -> dict[st
             try:
                 total = -(-len(run.examples) // run.batch_size)
                 label = desc if n_passes == 1 else f"{desc} pass {pass_no + 1}/{n_passes}"
-                for batch in _progress(batches(run.examples, run.batch_size, run.pad_id), total, label, run.progress):
-                    losses = response_losses(
-                        model,
-                        batch.input_ids.to(device),
-                        batch.attention_mask.to(device),
-                        batch.labels.to(device),
-                    )
-                    losses.sum().backward()
+                with reloaded_in_backward(model):  # an offloaded weight's copy is not kept until the backward
+                    for batch in _progress(
+                        batches(run.examples, run.batch_size, run.pad_id), total, label, run.progress
+                    ):
+                        losses = response_losses(
+                            model,
+                            batch.input_ids.to(device),
+                            batch.attention_mask.to(device),
+                            batch.labels.to(device),
+                        )
+                        losses.sum().backward()
             finally:
                 for h in handles:
                     h.remove()
@@ -263,8 +267,8 @@ def _gradient_scores(run: ScoringRun, desc: str, accumulate, combine) -> dict[st
                 scores[n] = score.cpu() if n_passes > 1 else score
                 del acc[n], score
     finally:
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags[n])
     return {n: scores[n] for n in linears}
 
 

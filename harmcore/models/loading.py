@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import atexit
 import glob
 import logging
 import os
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import torch
@@ -84,7 +84,7 @@ def place(model, spec: ModelConfig, device: str, cache_dir: Path | None = None) 
         model.to(device)
         return
     places = {str(d) for d in device_map.values()}
-    offload_dir = _offload_dir(cache_dir) if "disk" in places else None
+    offload_dir = _offload_dir(model, cache_dir) if "disk" in places else None
     try:
         dispatch_model(model, device_map=device_map, offload_dir=offload_dir, force_hooks=True)
     except ValueError as err:  # accelerate's word for a map that leaves weights without a device
@@ -121,9 +121,10 @@ def _spread(model, spec: ModelConfig) -> dict:
     return device_map
 
 
-def _offload_dir(cache_dir: Path | None) -> Path:
-    """A folder of this process for disk-offloaded weights, removed at exit; folders that processes of
-    this host left when they died are removed here (a cache shared by several hosts keeps the others')."""
+def _offload_dir(model, cache_dir: Path | None) -> Path:
+    """A folder of this process for the model's disk-offloaded weights, removed when the model is
+    dropped (or at exit); folders that processes of this host left when they died are removed here (a
+    cache shared by several hosts keeps the others')."""
     root = Path(cache_dir or default_cache_dir()) / "offload"
     root.mkdir(parents=True, exist_ok=True)
     for old in root.glob(f"{glob.escape(HOST)}.*-*"):
@@ -131,7 +132,7 @@ def _offload_dir(cache_dir: Path | None) -> Path:
         if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     path = Path(tempfile.mkdtemp(prefix=f"{HOST}.{os.getpid()}-", dir=root))
-    atexit.register(shutil.rmtree, path, True)
+    weakref.finalize(model, shutil.rmtree, path, True)
     return path
 
 

@@ -93,6 +93,8 @@ def test_offloaded_blocks_score_prune_generate_and_export_as_resident_ones(tmp_p
     model's scores, in one pass and layer by layer; the fingerprint is the same; a mask zeroes the
     same weights (the next forward sees it) and restores bit-exactly; greedy generation, response
     losses and the exported checkpoint equal the plain model's."""
+    import gc
+
     from safetensors.torch import load_file
 
     from harmcore.core import masking
@@ -107,6 +109,11 @@ def test_offloaded_blocks_score_prune_generate_and_export_as_resident_ones(tmp_p
     assert all(is_offloaded(m) and m.weight.device.type == "meta" for m in prunable_linears(off).values())
     (folder,) = (tmp_path / "offload").iterdir()  # this process's, under the cache
     assert any(folder.iterdir())
+    again, _ = load(ModelConfig(name="t", builder="tiny_random", device="cpu", device_map=OFFLOADED), tmp_path)
+    assert len(list((tmp_path / "offload").iterdir())) == 2  # a folder per model
+    del again
+    gc.collect()
+    assert list((tmp_path / "offload").iterdir()) == [folder]  # gone with its model
     assert fingerprint(off) == fingerprint(plain)
     for method in ("signed_snip", "snip", "wanda", "magnitude", "random"):
         want = scoring.compute(plain, EXAMPLES, method, tokenizer=tok, fmt=FMT)
@@ -139,9 +146,9 @@ def test_offloaded_blocks_score_prune_generate_and_export_as_resident_ones(tmp_p
 
 
 def test_offloaded_weights_count_in_host_memory_and_fine_tuning_refuses_them(tmp_path):
-    """The plan puts offloaded weights and their accumulators in host memory and their loaded copies on
-    the execution device (a gradient pass keeps every block's for its backward; Wanda one block at a
-    time); LoRA fine-tuning, which needs resident weights, stops with one line."""
+    """The plan puts offloaded weights and their accumulators in host memory and the loaded copy of the
+    largest offloaded module (a block's linear or the head) on the execution device; LoRA fine-tuning,
+    which needs resident weights, stops with one line."""
     from harmcore.core.memory import estimate
     from harmcore.errors import HarmcoreError
     from harmcore.training.lora import lora_finetune
@@ -149,12 +156,15 @@ def test_offloaded_weights_count_in_host_memory_and_fine_tuning_refuses_them(tmp
     plain, tok = load(ModelConfig(name="t", builder="tiny_random", device="cpu"), tmp_path)
     off, _ = load(ModelConfig(name="t", builder="tiny_random", device="cpu", device_map=OFFLOADED), tmp_path)
     want, got = estimate(plain, 32, 2, None, "signed_snip")["cpu"], estimate(off, 32, 2, None, "signed_snip")["cpu"]
-    block = sum(p.numel() * p.element_size() for p in plain.model.layers[0].parameters())
-    assert got["onloaded"] == 2 * block and "onloaded" not in want  # both blocks offloaded
+    mlp = 64 * 128 * 4  # the largest offloaded module: an MLP projection, hidden 64 x intermediate 128, float32
+    assert got["onloaded"] == mlp and "onloaded" not in want  # one module's copy at a time
     assert (got["weights"], got["accumulators"], got["activations"]) == (
         want["weights"], want["accumulators"], want["activations"])  # fmt: skip
-    assert got["total"] == want["total"] + 2 * block
-    assert estimate(off, 32, 2, None, "wanda")["cpu"]["onloaded"] == block
+    assert got["total"] == want["total"] + mlp
+    assert estimate(off, 32, 2, None, "wanda")["cpu"]["onloaded"] == mlp
+    with_head = ModelConfig(name="t", builder="tiny_random", device="cpu", device_map={**OFFLOADED, "lm_head": "disk"})
+    head, _ = load(with_head, tmp_path)
+    assert estimate(head, 32, 2, None, "snip")["cpu"]["onloaded"] == 262 * 64 * 4  # the head: vocabulary 262 x 64
     with pytest.raises(HarmcoreError) as err:
         lora_finetune(off, tok, EXAMPLES, FMT, r=4, epochs=1)
     assert "\n" not in str(err.value) and "offloaded blocks" in str(err.value)
@@ -243,3 +253,58 @@ def test_offload_counts_the_host_memory_the_loaded_model_will_give_back(tmp_path
     monkeypatch.setattr(psutil, "virtual_memory", lambda: free)
     device_map = loading._spread(plain, ModelConfig(name="t", builder="tiny_random", offload=True))
     assert set(device_map.values()) == {"cpu"}
+
+
+class _Recording:
+    """An offloaded module's weights map that remembers (weakly) the storage of every copy it hands out."""
+
+    def __init__(self, inner, seen):
+        self.inner, self.seen = inner, seen
+        self.dataset, self.prefix = inner.dataset, inner.prefix
+
+    def __getitem__(self, key):
+        from torch.multiprocessing.reductions import StorageWeakRef
+
+        value = self.inner[key]
+        self.seen.append(StorageWeakRef(value.untyped_storage()))
+        return value
+
+    def __contains__(self, key):
+        return key in self.inner
+
+
+def test_a_gradient_pass_keeps_no_loaded_copy_of_an_offloaded_weight_until_its_backward(tmp_path, monkeypatch):
+    """Autograd saves what the backward needs, the loaded copies of offloaded weights among it: scoring
+    saves them as references and loads them again in the backward, so once a batch's forward is done no
+    copy it loaded is alive (and the scores are the plain model's). `requires_grad` is given back to the
+    parameters accelerate swapped in."""
+    import gc
+
+    from harmcore.core.offload import is_offloaded
+
+    plain, tok = load(ModelConfig(name="t", builder="tiny_random", device="cpu"), tmp_path)
+    off, _ = load(ModelConfig(name="t", builder="tiny_random", device="cpu", device_map=OFFLOADED), tmp_path)
+    seen, alive_after_forward = [], []
+    for m in off.modules():
+        if getattr(getattr(m, "_hf_hook", None), "offload", False) and any(True for _ in m.parameters(False)):
+            m._hf_hook.weights_map = _Recording(m._hf_hook.weights_map, seen)
+    assert sum(is_offloaded(m) for m in off.modules() if hasattr(m, "weight")) >= 14  # 7 linears per block
+
+    def forward_then_count(model, *args, **kwargs):
+        seen.clear()
+        losses = original(model, *args, **kwargs)
+        gc.collect()
+        if model is off:
+            alive_after_forward.append((sum(not ref.expired() for ref in seen), len(seen)))
+        return losses
+
+    original = scoring.response_losses
+    monkeypatch.setattr(scoring, "response_losses", forward_then_count)
+    flags = {n: p.requires_grad for n, p in off.named_parameters()}
+    for method in ("signed_snip", "snip"):
+        want = scoring.compute(plain, EXAMPLES, method, tokenizer=tok, fmt=FMT, batch_size=1)
+        got = scoring.compute(off, EXAMPLES, method, tokenizer=tok, fmt=FMT, batch_size=1)
+        assert all(torch.allclose(got[n], want[n], rtol=1e-5, atol=1e-7) for n in want), method
+    assert len(alive_after_forward) == 4 and all(loaded >= 16 for _, loaded in alive_after_forward)
+    assert [alive for alive, _ in alive_after_forward] == [0, 0, 0, 0]
+    assert flags == {n: p.requires_grad for n, p in off.named_parameters()} and all(flags.values())
