@@ -144,7 +144,8 @@ class ScorerConfig:
     # top store_q harm and top pruning.p preserve scores with their ties, tens of MB for an 8B model at
     # q = 1e-3; masks identical for every q <= store_q; a larger q computes the full scores again)
     store: str = "full"
-    store_q: float | None = None  # the largest q the compact harm scores serve; null = the job's largest q
+    # the largest q the compact harm scores serve; null = the job's largest q (a -m sweep's largest)
+    store_q: float | None = None
 
     def __post_init__(self) -> None:
         if self.store not in ("full", "top"):

@@ -74,7 +74,22 @@ def check(words: list[str]) -> list[str]:
     argv_.check_writable(words)
     if argv_.is_multirun(words):
         print(f"checked the {len(configs)} job(s) of the sweep", file=sys.stderr, flush=True)
+        cover = sweep_store_q(configs)
+        if cover is not None:  # every job keeps (and finds) the top scores the sweep's largest q reads
+            words = [*words, f"scorer.store_q={cover!r}"]
+            print(f"scorer.store=top: each job keeps the top {cover:g} of the harm scores, the sweep's largest q "
+                  f"(scorer.store_q={cover:g})", file=sys.stderr, flush=True)  # fmt: skip
     return words
+
+
+def sweep_store_q(configs: list) -> float | None:
+    """The q the compact score store must serve for a sweep whose jobs keep the top scores
+    (scorer.store=top) and do not say how many (scorer.store_q): its largest, so that no job computes
+    the scores again because an earlier one kept too few. None when there is nothing to set."""
+    if any(c.scorer.store_q is not None for c in configs):
+        return None
+    qs = {q for c in configs if c.scorer.store == "top" for q in (c.sparsity, *(c.sparsities or ()))}
+    return max(qs) if len(qs) > 1 else None
 
 
 def run(words: list[str]) -> None:

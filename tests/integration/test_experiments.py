@@ -354,8 +354,8 @@ def test_generate_data_self_then_prefill_then_score_from_the_file(tmp_path):
 
 
 def test_compact_score_store_serves_later_jobs_with_identical_masks(tmp_path):
-    """scorer.store=top: the first job caches only the top scores (store_q) and no full score file; a
-    later job with a smaller q reads them and prunes exactly what a full-score job prunes; a larger q
+    """scorer.store=top: a sweep's first job caches only the top scores its largest q reads and no full
+    score file; a later job with a smaller q reads them and prunes exactly what a full-score job prunes; a larger q
     than stored computes the scores again and says so."""
     cache = tmp_path / "cache"
 
@@ -368,15 +368,18 @@ def test_compact_score_store_serves_later_jobs_with_identical_masks(tmp_path):
         (mask,) = list(out.rglob("mask.safetensors"))
         return m, mask, r.stderr
 
-    top = ("scorer.store=top", "scorer.store_q=0.05")
-    first, _, log = job(0.05, *top)
+    # a sweep as users type it: its first job (q=0.02) keeps the top scores for the largest q
+    r = cli("experiments.run", *TINY, "pruning.p=0.01", f"output_root={tmp_path / 'sweep'}", f"cache_dir={cache}",
+            "scorer.store=top", "-m", "sparsity=0.02,0.05")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "each job keeps the top 0.05 of the harm scores, the sweep's largest q" in r.stderr
     files = sorted(p.name for p in (cache / "scores").glob("*.safetensors"))
-    assert len(files) == 2 and "the top 0.05 of the signed_snip scores" in log  # harm and preserve; nothing full
+    assert len(files) == 2 and "the top 0.05 of the signed_snip scores" in r.stderr  # harm and preserve; nothing full
     for f in (cache / "scores").glob("*.safetensors"):
         with safe_open(str(f), "pt") as s:
             assert s.metadata()["store"] == "top"
     assert sum(p.stat().st_size for p in (cache / "scores").glob("*.safetensors")) < 2_000_000
-    later, later_mask, log = job(0.02, *top)
+    later, later_mask, log = job(0.02, "scorer.store=top", "scorer.store_q=0.05")
     assert later["stages"]["scores_harm"] == "cached" and "top scores (q <= 0.05) read" in log
     full, full_mask, _ = job(0.02, "scorer.cache=false")  # the full scores, computed, never cached
     assert full["stages"]["scores_harm"] == "computed"
