@@ -63,6 +63,13 @@ def store_device(module: nn.Module) -> torch.device:
     return torch.device("cpu") if is_offloaded(module) else module.weight.device
 
 
+def offload_store(model: nn.Module):
+    """The store the hooks of the model's offloaded modules read their weights from (accelerate's
+    loader, shared by all of them), or None when nothing is offloaded."""
+    maps = (_weights_map(m) for m in model.modules())
+    return next((getattr(w, "dataset", w) for w in maps if w is not None), None)
+
+
 def offloaded_params(model: nn.Module) -> set[int]:
     """ids of the parameters accelerate offloaded (a model built on the meta device has none)."""
     return {id(p) for m in model.modules() if _weights_map(m) is not None
@@ -112,21 +119,17 @@ def reloaded_in_backward(model: nn.Module) -> Iterator[None]:
         module = running[-1]
         for leaf in owners[module]:
             p = getattr(module, leaf)
-            if (
-                p.device == t.device
-                and p.is_contiguous()
-                and p.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
-            ):
-                return _Reload(
-                    module, leaf, t.device, t.dtype, t.size(), t.stride(), t.storage_offset() - p.storage_offset()
-                )
+            same = p.device == t.device and p.dtype == t.dtype and p.is_contiguous()  # offsets in p's elements
+            if same and p.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
+                offset = t.storage_offset() - p.storage_offset()
+                return _Reload(module, leaf, t.device, t.dtype, t.size(), t.stride(), offset)
         return t
 
     def unpack(saved):
         if not isinstance(saved, _Reload):
             return saved
         values = _values(saved.module, saved.leaf).to(device=saved.device, dtype=saved.dtype).contiguous()
-        return values.as_strided(saved.size, saved.stride, saved.offset)
+        return values.as_strided(saved.size, saved.stride, values.storage_offset() + saved.offset)
 
     def enter(module, args) -> None:
         running.append(module)

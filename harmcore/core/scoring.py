@@ -228,8 +228,9 @@ def _gradient_scores(run: ScoringRun, desc: str, accumulate, combine) -> dict[st
     per_pass = run.layers_per_pass or len(layers)
     # abs SNIP needs per-example gradients; examples in one batch stay separate in the
     # batched matmul, so batching is exact for both methods.
-    # by name: accelerate swaps an offloaded module's parameter objects at every forward
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    # by name: accelerate swaps an offloaded module's parameter objects at every forward (and a tied
+    # weight, one object before, may then be two)
+    flags = {n: p.requires_grad for n, p in model.named_parameters(remove_duplicate=False)}
     for p in model.parameters():
         p.requires_grad_(False)
     device = input_device(model)
@@ -267,7 +268,7 @@ def _gradient_scores(run: ScoringRun, desc: str, accumulate, combine) -> dict[st
                 scores[n] = score.cpu() if n_passes > 1 else score
                 del acc[n], score
     finally:
-        for n, p in model.named_parameters():
+        for n, p in model.named_parameters(remove_duplicate=False):
             p.requires_grad_(flags[n])
     return {n: scores[n] for n in linears}
 

@@ -42,7 +42,7 @@ class ModelConfig:
         for module, where in (self.device_map or {}).items():
             if not re.fullmatch(r"cpu|disk|mps|cuda(:\d+)?|\d+", str(where)):
                 raise HarmcoreError(f"model.device_map puts {module} on {where!r}: use cuda:N (or N), cpu, disk or mps")
-        if self.offload and self.device != "auto" and self.device_map is None:
+        if self.offload and self.device != "auto" and not self.device_map:
             raise HarmcoreError(
                 f"model.offload=true has no effect with model.device={self.device}: it spreads the model over the "
                 "GPUs and host memory, so set model.device=auto (or place modules with model.device_map)"

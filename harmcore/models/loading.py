@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from harmcore.core.offload import offload_store
 from harmcore.errors import HarmcoreError
 from harmcore.files import HOST, alive, default_cache_dir
 from harmcore.models.builders import build
@@ -69,45 +70,45 @@ def check_reachable(spec: ModelConfig) -> None:
 WEIGHT_SHARE = 0.3
 
 
-def place(model, spec: ModelConfig, device: str, cache_dir: Path | None = None) -> None:
+def place(model, spec: ModelConfig, device: str, cache_dir: Path | None = None, host_free: int | None = None) -> None:
     """Put the model where the spec says: an explicit device map, spread over every visible GPU
     (device=auto with more than one, or with model.offload over the GPUs and host memory), or one
     device. Modules mapped to "cpu" beside GPUs, or to "disk", are offloaded: accelerate keeps their
-    weights there and loads them onto the GPU for each forward."""
+    weights there and loads them onto the GPU for each forward. `host_free`: the host memory available
+    before the model was read in (model.offload's budget; measured now when None)."""
     from accelerate import dispatch_model
 
     if spec.device_map:
         device_map = dict(spec.device_map)
     elif spec.device == "auto" and torch.cuda.is_available() and (torch.cuda.device_count() > 1 or spec.offload):
-        device_map = _spread(model, spec)
+        device_map = _spread(model, spec, host_free)
     else:
         model.to(device)
         return
     places = {str(d) for d in device_map.values()}
-    offload_dir = _offload_dir(model, cache_dir) if "disk" in places else None
+    offload_dir = _offload_dir(cache_dir) if "disk" in places else None
     try:
         dispatch_model(model, device_map=device_map, offload_dir=offload_dir, force_hooks=True)
     except ValueError as err:  # accelerate's word for a map that leaves weights without a device
+        if offload_dir is not None:
+            shutil.rmtree(offload_dir, ignore_errors=True)
         said = str(err).splitlines()[0]
         raise HarmcoreError(
             f"model.device_map does not place {spec.name}: {said[:240]}{'...' if len(said) > 240 else ''} "
             "(a module's device covers its children; '' covers the whole model)"
         ) from None
+    if offload_dir is not None:  # removed with what reads it: the store the offloaded modules' hooks share
+        weakref.finalize(offload_store(model) or model, shutil.rmtree, offload_dir, True)
     log.info("%s placed on %s", spec.name, ", ".join(sorted(places)))
 
 
-def _spread(model, spec: ModelConfig) -> dict:
+def _spread(model, spec: ModelConfig, host_free: int | None = None) -> dict:
     from accelerate import infer_auto_device_map
 
     n = torch.cuda.device_count()
     budget = {i: int(torch.cuda.mem_get_info(i)[0] * WEIGHT_SHARE) for i in range(n)}
     if spec.offload:
-        import psutil
-
-        # the model was read into host memory to be placed: what it takes there is available after
-        tensors = (*model.parameters(), *model.buffers())
-        held = sum(t.numel() * t.element_size() for t in tensors if t.device.type == "cpu")
-        budget["cpu"] = int((psutil.virtual_memory().available + held) * WEIGHT_SHARE)
+        budget["cpu"] = int((host_free if host_free is not None else _host_free()) * WEIGHT_SHARE)
     no_split = getattr(model, "_no_split_modules", None) or []
     device_map = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=no_split)
     spill = {str(d) for d in device_map.values()} & ({"disk"} if spec.offload else {"cpu", "disk"})
@@ -121,9 +122,15 @@ def _spread(model, spec: ModelConfig) -> dict:
     return device_map
 
 
-def _offload_dir(model, cache_dir: Path | None) -> Path:
-    """A folder of this process for the model's disk-offloaded weights, removed when the model is
-    dropped (or at exit); folders that processes of this host left when they died are removed here (a
+def _host_free() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def _offload_dir(cache_dir: Path | None) -> Path:
+    """A folder of this process for a model's disk-offloaded weights (removed when nothing reads them,
+    or at exit); folders that processes of this host left when they died are removed here (a
     cache shared by several hosts keeps the others')."""
     root = Path(cache_dir or default_cache_dir()) / "offload"
     root.mkdir(parents=True, exist_ok=True)
@@ -132,7 +139,6 @@ def _offload_dir(model, cache_dir: Path | None) -> Path:
         if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     path = Path(tempfile.mkdtemp(prefix=f"{HOST}.{os.getpid()}-", dir=root))
-    weakref.finalize(model, shutil.rmtree, path, True)
     return path
 
 
@@ -145,6 +151,8 @@ def load(spec: ModelConfig, cache_dir: Path | None = None, rebuilt: bool = False
     path = source_path(spec, cache_dir)
     device = resolve_device(spec.device)
     kwargs = dict(revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    # before the model is read into host memory (mapped from its files or converted): what offloading may use
+    host_free = _host_free() if spec.offload else None
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[spec.dtype], **kwargs)
@@ -158,7 +166,7 @@ def load(spec: ModelConfig, cache_dir: Path | None = None, rebuilt: bool = False
         if not isinstance(err, OSError | ValueError):
             raise
         raise _cannot_fetch(path) from err
-    place(model, spec, device, cache_dir)
+    place(model, spec, device, cache_dir, host_free)
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -111,9 +111,13 @@ def test_offloaded_blocks_score_prune_generate_and_export_as_resident_ones(tmp_p
     assert any(folder.iterdir())
     again, _ = load(ModelConfig(name="t", builder="tiny_random", device="cpu", device_map=OFFLOADED), tmp_path)
     assert len(list((tmp_path / "offload").iterdir())) == 2  # a folder per model
+    kept = again.model.layers[0].mlp.down_proj
     del again
     gc.collect()
-    assert list((tmp_path / "offload").iterdir()) == [folder]  # gone with its model
+    assert kept(torch.ones(1, 128)).shape == (1, 64)  # a module kept still reads its weights
+    del kept
+    gc.collect()
+    assert list((tmp_path / "offload").iterdir()) == [folder]  # gone with what reads it
     assert fingerprint(off) == fingerprint(plain)
     for method in ("signed_snip", "snip", "wanda", "magnitude", "random"):
         want = scoring.compute(plain, EXAMPLES, method, tokenizer=tok, fmt=FMT)
@@ -233,26 +237,40 @@ def test_offloaded_blocks_refuse_vllm_and_offload_without_auto_is_one_line(tmp_p
     assert "\n" not in line and line.startswith("generation=vllm needs the whole of t on GPUs") and "hf" in line
     with pytest.raises(HarmcoreError, match=r"model.offload=true has no effect with model.device=cpu: .*device=auto"):
         ModelConfig(name="t", builder="tiny_random", device="cpu", offload=True)
+    with pytest.raises(HarmcoreError, match="model.offload=true has no effect"):  # an empty map places nothing
+        ModelConfig(name="t", builder="tiny_random", device="cpu", offload=True, device_map={})
     assert ModelConfig(name="t", builder="tiny_random", device="cpu", offload=True, device_map=OFFLOADED).offload
 
 
-def test_offload_counts_the_host_memory_the_loaded_model_will_give_back(tmp_path, monkeypatch):
-    """model.offload's host budget is measured while the model, read in to be placed, is still in host
-    memory: what it holds there counts as available. One GPU with room for no block and host memory
-    free for 2.5 models (3.5 once the model's own copy is counted): the blocks go to host memory
-    (30 % of 3.5 models), not to disk (30 % of 2.5 would be too little, an error)."""
+def test_offload_budgets_the_host_memory_free_before_the_model_is_read_in(tmp_path, monkeypatch):
+    """model.offload's host budget is what was free before the model was read into host memory (as a
+    copy, or mapped from its files), not what is left while it is there. One GPU with room for no
+    module; host memory free for 3.5 models before loading and 0.5 after: 30 % of 3.5 models holds
+    the whole model in host memory (30 % of 0.5 would not: an error)."""
     import psutil
-
-    from harmcore.models import loading
+    from transformers import AutoModelForCausalLM
 
     plain, _ = load(ModelConfig(name="t", builder="tiny_random", device="cpu"), tmp_path)
     size = sum(p.numel() * p.element_size() for p in plain.parameters())
-    free = type("Free", (), {"available": int(2.5 * size)})()
+    read_in, reads = [], []
+    from_pretrained = AutoModelForCausalLM.from_pretrained
+
+    def reading(*args, **kwargs):
+        model = from_pretrained(*args, **kwargs)
+        read_in.append(model)
+        return model
+
+    def virtual_memory():
+        reads.append(bool(read_in))
+        return type("Free", (), {"available": int((0.5 if read_in else 3.5) * size)})()
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", reading)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i=0: (1024, 1024))
-    monkeypatch.setattr(psutil, "virtual_memory", lambda: free)
-    device_map = loading._spread(plain, ModelConfig(name="t", builder="tiny_random", offload=True))
-    assert set(device_map.values()) == {"cpu"}
+    monkeypatch.setattr(psutil, "virtual_memory", virtual_memory)
+    placed, _ = load(ModelConfig(name="t", builder="tiny_random", offload=True), tmp_path)
+    assert reads == [False] and {p.device.type for p in placed.parameters()} == {"cpu"}
 
 
 class _Recording:
@@ -308,3 +326,39 @@ def test_a_gradient_pass_keeps_no_loaded_copy_of_an_offloaded_weight_until_its_b
     assert len(alive_after_forward) == 4 and all(loaded >= 16 for _, loaded in alive_after_forward)
     assert [alive for alive, _ in alive_after_forward] == [0, 0, 0, 0]
     assert flags == {n: p.requires_grad for n, p in off.named_parameters()} and all(flags.values())
+
+
+def test_tied_embeddings_and_stored_views_offloaded_score_as_the_plain_model(tmp_path):
+    """A head tied to the embeddings with either of the two offloaded (accelerate gives the offloaded
+    one its own parameter at the first forward), and stored weights that are views into a larger
+    buffer: gradient scores equal the plain model's and requires_grad is given back to every name."""
+    from harmcore.core.offload import _weights_map
+    from harmcore.models.builders import save_atomic, tiny_random_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    tied = tiny_random_model(vocab_size=len(tok))
+    tied.config.tie_word_embeddings = True
+    tied.lm_head.weight = tied.model.embed_tokens.weight
+    save_atomic(tied, tok, tmp_path / "tied")
+    plain, tok = load(ModelConfig(name="t", path=str(tmp_path / "tied"), device="cpu"), tmp_path)
+    assert plain.lm_head.weight is plain.model.embed_tokens.weight
+    want = {m: scoring.compute(plain, EXAMPLES, m, tokenizer=tok, fmt=FMT) for m in ("signed_snip", "snip")}
+    for away in ("model.embed_tokens", "lm_head"):
+        spec = ModelConfig(name="t", path=str(tmp_path / "tied"), device="cpu", device_map={**OFFLOADED, away: "disk"})
+        off, _ = load(spec, tmp_path)
+        for method in want:
+            got = scoring.compute(off, EXAMPLES, method, tokenizer=tok, fmt=FMT)
+            assert all(torch.allclose(got[n], want[method][n], rtol=1e-5, atol=1e-7) for n in want[method]), away
+        assert all(p.requires_grad for p in off.parameters())
+
+    plain, tok = load(ModelConfig(name="t", builder="tiny_random", device="cpu"), tmp_path)
+    off, _ = load(ModelConfig(name="t", builder="tiny_random", device="cpu", device_map=OFFLOADED), tmp_path)
+    for m in off.modules():  # each stored weight a view 7 elements into a larger buffer
+        stored = _weights_map(m)
+        if stored is not None and getattr(m, "weight", None) is not None and m.weight.device.type == "meta":
+            value = stored["weight"]
+            buffer = torch.cat([torch.full((7,), 1e3), value.flatten()])
+            stored.dataset.state_dict[stored.prefix + "weight"] = buffer[7:].view(value.shape)
+    want = scoring.compute(plain, EXAMPLES, "snip", tokenizer=tok, fmt=FMT)
+    got = scoring.compute(off, EXAMPLES, "snip", tokenizer=tok, fmt=FMT)
+    assert all(torch.allclose(got[n], want[n], rtol=1e-5, atol=1e-7) for n in want)
