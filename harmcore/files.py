@@ -26,6 +26,27 @@ from safetensors.torch import load_file, safe_open, save_file
 from harmcore.errors import HarmcoreError
 
 
+def job_settings_file(job_dir: Path) -> Path | None:
+    """The settings Hydra composed for a job (.hydra/config.yaml): in its folder or, for a point of a
+    job that walks several q, in its parent's; None when neither has them."""
+    for where in (Path(job_dir), Path(job_dir).parent):
+        if (where / ".hydra" / "config.yaml").is_file():
+            return where / ".hydra" / "config.yaml"
+    return None
+
+
+def job_settings(job_dir: Path) -> dict:
+    """A job's composed settings as plain YAML data ({} when missing or unreadable)."""
+    import yaml
+
+    path = job_settings_file(job_dir)
+    try:
+        settings = yaml.safe_load(path.read_text(encoding="utf-8")) if path else None
+    except (OSError, yaml.YAMLError):
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
 def default_cache_dir() -> Path:
     """Where built models and cache entries live: $HARMCORE_CACHE or ~/.cache/harmcore."""
     return Path(os.environ.get("HARMCORE_CACHE", Path.home() / ".cache" / "harmcore"))

@@ -12,10 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import yaml
-
 from harmcore.errors import HarmcoreError
-from harmcore.files import atomic_write_csv, atomic_write_figure, atomic_write_json
+from harmcore.files import atomic_write_csv, atomic_write_figure, atomic_write_json, job_settings
 from harmcore.report import control, cross_domain, dissociation, locations, measures, pairs, webpage
 from harmcore.report.compression import curve_or_skip
 from harmcore.report.tracking import log_sweep
@@ -57,12 +55,9 @@ CURVE_COLUMNS = [
 
 
 def _grid_of(job: Path) -> list[float]:
-    """The q a job was asked to walk (`sparsities` in its .hydra/config.yaml, a plain YAML file)."""
-    try:
-        config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text(encoding="utf-8"))
-        return list(config.get("sparsities") or [])
-    except (OSError, yaml.YAMLError, AttributeError, TypeError):  # unreadable: report only what was written
-        return []
+    """The q a job was asked to walk (`sparsities` in its settings; unreadable: only what was written)."""
+    grid = job_settings(job).get("sparsities")
+    return list(grid) if isinstance(grid, list) else []
 
 
 def collect(sweep_dir: Path) -> tuple[list[dict], list[dict]]:

@@ -20,7 +20,7 @@ import os
 import re
 from pathlib import Path
 
-import yaml
+from harmcore.files import job_settings
 
 log = logging.getLogger("harmcore.tracking")
 
@@ -192,16 +192,6 @@ CURVE_SUMMARY = ("measure", "n_points", "s50", "auc", "utility_at_s50", "reached
 CURVE_KEY = ("model", "harm_domain", "scorer", "p")
 
 
-def _job_config(job_dir: Path) -> dict:
-    """A job's composed settings (.hydra/config.yaml, in its folder or, for a point of a multi-q job, its parent's)."""
-    for where in (job_dir, job_dir.parent):
-        try:
-            return yaml.safe_load((where / ".hydra" / "config.yaml").read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-    return {}
-
-
 def _curve_rows(sweep_dir: Path, points: list[dict]) -> list[dict]:
     """One row per point of a curve, sparsity first (the dense point too), with each job's utility numbers."""
     rows = []
@@ -247,7 +237,7 @@ def log_sweep(logger_cfg, sweep_dir, summary: dict, experiment: str | None = Non
         if not points:
             continue
         points.sort(key=lambda p: p["sparsity_achieved"])
-        config = _job_config(sweep_dir / points[0]["job"])
+        config = job_settings(sweep_dir / points[0]["job"])
         model = config.get("model") or {}
         run_tags = tags(model=curve["model"], scorer=curve["scorer"], domain=curve["harm_domain"],
                         protocol=config.get("protocol", "harmcore"), family=model.get("family"),

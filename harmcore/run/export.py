@@ -29,7 +29,7 @@ from harmcore import __version__
 from harmcore.core import masking
 from harmcore.core.weights import fingerprint
 from harmcore.errors import HarmcoreError
-from harmcore.files import atomic_write_json, disk_errors, file_lock, follow_umask, temp_path
+from harmcore.files import atomic_write_json, disk_errors, file_lock, follow_umask, job_settings_file, temp_path
 from harmcore.inputs import digest
 from harmcore.run.config import Config
 from harmcore.run.context import cache_dir_of
@@ -93,11 +93,8 @@ def read_job(folder: str | os.PathLike) -> Job:
 
 def _job_config(folder: Path, metrics: dict) -> Config:
     """The job's settings from its .hydra/config.yaml (a point of a multi-q job: its parent's, at its q)."""
-    for where in (folder, folder.parent):
-        path = where / ".hydra" / "config.yaml"
-        if path.is_file():
-            break
-    else:
+    path = job_settings_file(folder)
+    if path is None:
         raise HarmcoreError(f"{folder} has no .hydra/config.yaml (nor has its parent): the job's settings are gone")
     try:
         cfg = to_run_config(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path)))
