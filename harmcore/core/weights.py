@@ -52,18 +52,30 @@ def layer_index(model: nn.Module) -> dict[str, int]:
 
 
 def fingerprint(model: nn.Module) -> str:
-    """A cheap hash of the prunable weights: shape, dtype, a strided sample and the abs-sum of each matrix.
+    """A cheap hash of the prunable weights: shape, dtype, a strided sample and the bit sum of each matrix.
 
-    Hashing every weight's bytes would copy an 8B model to the CPU; a sample of 4096 values
-    plus one reduction per matrix (on the weights' own device) changes after fine-tuning or
-    pruning. It is taken on the dense model at load time.
+    Hashing every weight's bytes would copy an 8B model to the CPU; a sample of 4096 values plus
+    one exact reduction per matrix (on the weights' own device, `bit_sum`) changes after fine-tuning
+    or pruning, and is the same on every device and machine. It is taken on the dense model at load time.
     """
-    h = hashlib.sha256()
+    h = hashlib.sha256(b"v2")  # v1 summed the magnitudes in float32, which depends on the device
     for name, lin in sorted(prunable_linears(model).items()):
         w = weight_of(lin).detach().reshape(-1)
         step = max(1, w.numel() // 4096)
         sample = w[::step].to("cpu", torch.float32).contiguous()
         h.update(f"{name}:{tuple(lin.weight.shape)}:{lin.weight.dtype}".encode())
         h.update(sample.numpy().tobytes())
-        h.update(str(float(w.abs().sum(dtype=torch.float32))).encode())
+        h.update(str(bit_sum(w)).encode())
     return h.hexdigest()[:16]
+
+
+_SAME_WIDTH_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def bit_sum(w: torch.Tensor, chunk: int = 1 << 24) -> int:
+    """The sum, modulo 2**64, of the values' bit patterns read as integers. Integer sums are exact, so
+    it does not depend on the order of summation (device, kernel, threads); any change of one value
+    (pruning it to zero included) changes it. Chunked: at most `chunk` int64 temporaries at a time."""
+    bits = w.reshape(-1).view(_SAME_WIDTH_INT[w.element_size()])
+    total = sum(int(bits[i : i + chunk].to(torch.int64).sum()) for i in range(0, bits.numel(), chunk))
+    return total % (1 << 64)

@@ -105,3 +105,29 @@ def test_bad_alpha_is_one_line():
     with pytest.raises(HarmcoreError, match="pruning.alpha=half: use null"):
         PruningConfig(alpha="half")
     assert PruningConfig(alpha=0.5).alpha == "0.5" and PruningConfig(alpha="mean").alpha == "mean"
+
+
+def test_the_fingerprint_sees_one_pruned_weight_and_not_the_order_of_summation():
+    """The per-matrix reduction is an integer sum of bit patterns (mod 2**64): a hand case, any order
+    or chunking and an independent numpy sum agree, and zeroing one weight the sample skips changes the
+    fingerprint."""
+    import numpy as np
+
+    from harmcore.core.weights import bit_sum, fingerprint, prunable_linears
+    from harmcore.models.builders import tiny_random_model
+
+    # 1.0 is 0x3F800000 = 1065353216 and -2.0 is 0xC0000000 = -1073741824 as int32
+    assert bit_sum(torch.tensor([1.0, -2.0])) == (1065353216 - 1073741824) % 2**64
+    w = torch.randn(1000, dtype=torch.float32) * 1e-3
+    independent = int(np.frombuffer(w.numpy()[::-1].tobytes(), dtype=np.int32).astype(np.int64).sum()) % 2**64
+    assert bit_sum(w) == bit_sum(w.flip(0)) == bit_sum(w, chunk=7) == bit_sum(w.reshape(20, 50).t().contiguous())
+    assert bit_sum(w) == independent
+    assert bit_sum(w.bfloat16()) == int(w.bfloat16().view(torch.int16).long().sum()) % 2**64
+
+    model = tiny_random_model()
+    before = fingerprint(model)
+    matrix = prunable_linears(model)["model.layers.1.mlp.down_proj"].weight
+    assert matrix.numel() // 4096 == 2  # the sample takes every second value: index 1 is not in it
+    with torch.no_grad():
+        matrix.view(-1)[1] = 0.0
+    assert fingerprint(model) != before
