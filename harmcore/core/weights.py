@@ -69,6 +69,18 @@ def fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def fingerprint_v1(model: nn.Module) -> str:
+    """The fingerprint masks recorded before v2 (the float32 abs-sum of each matrix: the same weights
+    give it again on the device and machine that made it), to recognise their weights."""
+    h = hashlib.sha256()
+    for name, lin in sorted(prunable_linears(model).items()):
+        w = weight_of(lin).detach().reshape(-1)
+        h.update(f"{name}:{tuple(lin.weight.shape)}:{lin.weight.dtype}".encode())
+        h.update(w[:: max(1, w.numel() // 4096)].to("cpu", torch.float32).contiguous().numpy().tobytes())
+        h.update(str(float(w.abs().sum(dtype=torch.float32))).encode())
+    return h.hexdigest()[:16]
+
+
 _SAME_WIDTH_INT = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 from harmcore import __version__
 from harmcore.core import masking
-from harmcore.core.weights import fingerprint
+from harmcore.core.weights import fingerprint, fingerprint_v1
 from harmcore.errors import HarmcoreError
 from harmcore.files import atomic_write_json, disk_errors, file_lock, follow_umask, job_settings_file, temp_path
 from harmcore.inputs import digest
@@ -132,7 +132,7 @@ def export(job: Job, out: str | os.PathLike | None = None) -> Path:
         lm = load_model(job.cfg.model, cache_dir_of(job.cfg))
         mask = masking.load(job.mask_path)
         made_on = mask.meta.get("weights")
-        if made_on and made_on != lm.fingerprint:
+        if made_on and made_on != lm.fingerprint and made_on != fingerprint_v1(lm.model):  # v1: masks made before v2
             raise HarmcoreError(
                 f"{job.mask_path} was made on other weights (fingerprint {made_on}) than {lm.model_id} "
                 f"loads now ({lm.fingerprint}): the model changed since the job ran; rerun the job"

@@ -18,8 +18,9 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from harmcore.core import masking
-from harmcore.core.weights import prunable_linears
+from harmcore.core.weights import fingerprint, fingerprint_v1, prunable_linears
 from harmcore.data.examples import chat_prompt_text, prompt_ids
+from harmcore.files import load_tensors, save_tensors
 from harmcore.generation.base import Request, Sampling
 from harmcore.generation.hf import HFGenerator
 from harmcore.generation.server import free_port, port_in_use
@@ -120,6 +121,14 @@ def test_export_refuses_what_it_cannot_stand_behind(job, tmp_path):
     (swapped / "mask.safetensors").write_bytes((other / "mask.safetensors").read_bytes())
     line = one_error_line(harmcore("export", str(swapped), "--out", str(tmp_path / "x")))
     assert "was made on other weights" in line and not (tmp_path / "x").exists()
+    # a mask that recorded the fingerprint of before v2 is recognised as made on these weights
+    legacy = tmp_path / "legacy"
+    subprocess.run(["cp", "-r", str(job), str(legacy)], check=True)
+    tensors, meta = load_tensors(legacy / "mask.safetensors")
+    assert meta["weights"] == fingerprint(tiny_dense()) != fingerprint_v1(tiny_dense())
+    save_tensors(tensors, legacy / "mask.safetensors", {**meta, "weights": fingerprint_v1(tiny_dense())})
+    r = harmcore("export", str(legacy), "--out", str(tmp_path / "legacy_export"))
+    assert r.returncode == 0 and (tmp_path / "legacy_export" / "model.safetensors").is_file(), r.stderr[-2000:]
     # a dense job (q = 0): nothing pruned to export
     dense = tmp_path / "dense_job"
     r = cli("experiments.run", *TINY, "sparsity=0", f"hydra.run.dir={dense}", f"output_root={tmp_path / 'd'}")
