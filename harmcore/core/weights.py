@@ -58,26 +58,23 @@ def fingerprint(model: nn.Module) -> str:
     one exact reduction per matrix (on the weights' own device, `bit_sum`) changes after fine-tuning
     or pruning, and is the same on every device and machine. It is taken on the dense model at load time.
     """
-    h = hashlib.sha256(b"v2")  # v1 summed the magnitudes in float32, which depends on the device
-    for name, lin in sorted(prunable_linears(model).items()):
-        w = weight_of(lin).detach().reshape(-1)
-        step = max(1, w.numel() // 4096)
-        sample = w[::step].to("cpu", torch.float32).contiguous()
-        h.update(f"{name}:{tuple(lin.weight.shape)}:{lin.weight.dtype}".encode())
-        h.update(sample.numpy().tobytes())
-        h.update(str(bit_sum(w)).encode())
-    return h.hexdigest()[:16]
+    return _fingerprint(model, b"v2", lambda w: str(bit_sum(w)))
 
 
 def fingerprint_v1(model: nn.Module) -> str:
     """The fingerprint masks recorded before v2 (the float32 abs-sum of each matrix: the same weights
     give it again on the device and machine that made it), to recognise their weights."""
-    h = hashlib.sha256()
+    return _fingerprint(model, b"", lambda w: str(float(w.abs().sum(dtype=torch.float32))))
+
+
+def _fingerprint(model: nn.Module, version: bytes, reduce) -> str:
+    h = hashlib.sha256(version)
     for name, lin in sorted(prunable_linears(model).items()):
         w = weight_of(lin).detach().reshape(-1)
+        sample = w[:: max(1, w.numel() // 4096)].to("cpu", torch.float32).contiguous()
         h.update(f"{name}:{tuple(lin.weight.shape)}:{lin.weight.dtype}".encode())
-        h.update(w[:: max(1, w.numel() // 4096)].to("cpu", torch.float32).contiguous().numpy().tobytes())
-        h.update(str(float(w.abs().sum(dtype=torch.float32))).encode())
+        h.update(sample.numpy().tobytes())
+        h.update(reduce(w).encode())
     return h.hexdigest()[:16]
 
 
